@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Regenerates the default models embedded in the binary, from ../shared/data
+# (or $IMGSEARCH_DATA), with imgsearch's own `train` command and the exact
+# settings used for the shipped files. Usage:
+#
+#   scripts/train-default-models.sh [digits] [fashion] [photos]   # default: all three
+#
+# Training is deterministic for a given seed and thread count; the shipped
+# models were trained with RAYON_NUM_THREADS=1 (two models at a time on a
+# 2-core machine, which is faster than one model on both cores).
+# Afterwards rebuild (`cargo build --release`) to embed the new files.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+data=${IMGSEARCH_DATA:-$root/../shared/data}
+work=${WORK:-$root/target/default-models-data}
+bin=$root/target/release/imgsearch
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
+[ -x "$bin" ] || cargo build --release --manifest-path "$root/Cargo.toml"
+mkdir -p "$work" "$root/assets/models"
+
+export_once() { # name src out
+  [ -d "$work/$3" ] || "$bin" dataset export "$1" "$data/$2" --out "$work/$3" --split train
+}
+
+train_one() {
+  case "$1" in
+    digits)
+      export_once mnist mnist mnist-train
+      "$bin" train "$work/mnist-train" --out "$root/assets/models/digits.safetensors" \
+        --data-name "MNIST train (60000 images)" \
+        --size 28 --channels 1 --latent 16 --widths 32,64 \
+        --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+    fashion)
+      export_once fashion-mnist fashion-mnist fashion-train
+      "$bin" train "$work/fashion-train" --out "$root/assets/models/fashion.safetensors" \
+        --data-name "Fashion-MNIST train (60000 images)" \
+        --size 28 --channels 1 --latent 16 --widths 32,64 \
+        --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+    photos)
+      export_once cifar10 cifar-10-jpeg cifar-train
+      "$bin" train "$work/cifar-train" --out "$root/assets/models/photos.safetensors" \
+        --data-name "CIFAR-10 train records 0-29999 (JPEG-decoded copy)" \
+        --size 32 --channels 3 --latent 64 --widths 32,64,128 \
+        --epochs 10 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+    *) echo "unknown default model: $1 (digits, fashion, photos)" >&2; exit 2 ;;
+  esac
+}
+
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(digits fashion photos)
+for m in "${models[@]}"; do
+  start=$(date +%s)
+  train_one "$m"
+  echo "$m: trained in $(( $(date +%s) - start )) s"
+done

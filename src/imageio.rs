@@ -1,0 +1,292 @@
+//! Reading images: decode with limits and EXIF orientation, convert to the
+//! model's channels, resize to the model's input, lay out as planar bytes.
+//!
+//! Everything a model sees passes through [`Pixels`]: `channels` planes of
+//! `size × size` bytes (CHW order), the same layout the datasets use, so an
+//! exported MNIST PNG and the IDX record it came from give the same input.
+
+use std::fs::File;
+use std::io::{BufReader, Cursor};
+use std::path::{Path, PathBuf};
+
+use fast_image_resize as fr;
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+/// File extensions treated as images when walking a folder.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"];
+
+/// Default cap on decoded pixels: refuses decompression bombs before they allocate.
+pub const DEFAULT_MAX_MEGAPIXELS: f64 = 100.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: empty file")]
+    Empty { path: PathBuf },
+    #[error("{path}: not a decodable image: {source}")]
+    Decode {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    #[error(
+        "{path}: image is {width}x{height} ({:.1} MP), above the limit of {limit} MP",
+        (*width as f64) * (*height as f64) / 1e6
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit: f64,
+    },
+    #[error("{path}: cannot resize: {message}")]
+    Resize { path: PathBuf, message: String },
+}
+
+/// Limits applied while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_megapixels: f64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_megapixels: DEFAULT_MAX_MEGAPIXELS,
+        }
+    }
+}
+
+/// A model-ready image: `channels` planes of `size × size` bytes, CHW order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub size: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    /// Pixels scaled to `[0, 1]`, the model's normalization.
+    pub fn to_unit_f32(&self) -> impl Iterator<Item = f32> + '_ {
+        self.data.iter().map(|&b| b as f32 / 255.0)
+    }
+}
+
+/// Whether `path` has an extension imgsearch treats as an image.
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// Decodes an image file, checking its size before any pixel is allocated and
+/// applying its EXIF orientation.
+pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DynamicImage, ImageError> {
+    let io_err = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    if file.metadata().map_err(io_err)?.len() == 0 {
+        return Err(ImageError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(io_err)?;
+    decode_reader(reader, path, limits)
+}
+
+/// Decodes an image held in memory; `name` is used in error messages.
+pub fn decode_bytes(
+    bytes: &[u8],
+    name: &Path,
+    limits: DecodeLimits,
+) -> Result<DynamicImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty {
+            path: name.to_path_buf(),
+        });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| ImageError::Io {
+            path: name.to_path_buf(),
+            source,
+        })?;
+    decode_reader(reader, name, limits)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    path: &Path,
+    limits: DecodeLimits,
+) -> Result<DynamicImage, ImageError> {
+    let decode_err = |source| ImageError::Decode {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let (width, height) = decoder.dimensions();
+    if (width as f64) * (height as f64) > limits.max_megapixels * 1e6 {
+        return Err(ImageError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: limits.max_megapixels,
+        });
+    }
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
+/// Converts to 1 (luma) or 3 (RGB) channels and resizes to `size × size`
+/// (the whole image, aspect ratio not kept), returning planar bytes.
+pub fn to_pixels(
+    image: &DynamicImage,
+    size: usize,
+    channels: usize,
+    path: &Path,
+) -> Result<Pixels, ImageError> {
+    let (pixel_type, interleaved, (w, h)) = match channels {
+        1 => {
+            let luma = image.to_luma8();
+            let dims = luma.dimensions();
+            (fr::PixelType::U8, luma.into_raw(), dims)
+        }
+        3 => {
+            let rgb = image.to_rgb8();
+            let dims = rgb.dimensions();
+            (fr::PixelType::U8x3, rgb.into_raw(), dims)
+        }
+        n => {
+            return Err(ImageError::Resize {
+                path: path.to_path_buf(),
+                message: format!("unsupported channel count {n}"),
+            })
+        }
+    };
+    let resized = if (w as usize, h as usize) == (size, size) {
+        interleaved
+    } else {
+        resize(interleaved, w, h, size, pixel_type).map_err(|message| ImageError::Resize {
+            path: path.to_path_buf(),
+            message,
+        })?
+    };
+    Ok(Pixels {
+        size,
+        channels,
+        data: interleaved_to_planar(&resized, channels),
+    })
+}
+
+/// Decodes a file straight to model input.
+pub fn load_pixels(
+    path: &Path,
+    size: usize,
+    channels: usize,
+    limits: DecodeLimits,
+) -> Result<Pixels, ImageError> {
+    let image = decode_file(path, limits)?;
+    to_pixels(&image, size, channels, path)
+}
+
+fn resize(
+    interleaved: Vec<u8>,
+    w: u32,
+    h: u32,
+    size: usize,
+    pixel_type: fr::PixelType,
+) -> Result<Vec<u8>, String> {
+    let src =
+        fr::images::Image::from_vec_u8(w, h, interleaved, pixel_type).map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(size as u32, size as u32, pixel_type);
+    // A convolution filter widens with the scale factor, so large downscales
+    // average whole areas instead of sampling (no aliasing).
+    let options =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| e.to_string())?;
+    Ok(dst.into_vec())
+}
+
+fn interleaved_to_planar(interleaved: &[u8], channels: usize) -> Vec<u8> {
+    if channels == 1 {
+        return interleaved.to_vec();
+    }
+    let plane = interleaved.len() / channels;
+    let mut planar = vec![0u8; interleaved.len()];
+    for (i, px) in interleaved.chunks_exact(channels).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            planar[c * plane + i] = v;
+        }
+    }
+    planar
+}
+
+/// Turns planar (CHW) bytes back into an image, for export and previews.
+pub fn planar_to_image(data: &[u8], size: usize, channels: usize) -> DynamicImage {
+    let s = size as u32;
+    match channels {
+        1 => DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(s, s, data.to_vec()).expect("size matches"),
+        ),
+        _ => {
+            let plane = size * size;
+            let mut rgb = Vec::with_capacity(plane * 3);
+            for i in 0..plane {
+                rgb.extend_from_slice(&[data[i], data[plane + i], data[2 * plane + i]]);
+            }
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(s, s, rgb).expect("size matches"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planar_round_trip() {
+        let img = image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let dynimg = DynamicImage::ImageRgb8(img.clone());
+        let px = to_pixels(&dynimg, 4, 3, Path::new("t")).unwrap();
+        assert_eq!(px.data[0..4], [0, 1, 2, 3]);
+        assert_eq!(px.data[32..48], [7; 16]);
+        let back = planar_to_image(&px.data, 4, 3).to_rgb8();
+        assert_eq!(back, img);
+    }
+
+    #[test]
+    fn resize_downscales_averaging() {
+        let img = image::GrayImage::from_fn(64, 64, |_, _| image::Luma([200]));
+        let px = to_pixels(&DynamicImage::ImageLuma8(img), 8, 1, Path::new("t")).unwrap();
+        assert_eq!(px.data.len(), 64);
+        assert!(px.data.iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn refuses_huge_and_garbage() {
+        let limits = DecodeLimits {
+            max_megapixels: 0.001,
+        };
+        let mut png = Vec::new();
+        image::GrayImage::new(100, 100)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let err = decode_bytes(&png, Path::new("big.png"), limits).unwrap_err();
+        assert!(err.to_string().contains("above the limit"), "{err}");
+        let err =
+            decode_bytes(b"not an image", Path::new("x.png"), DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("x.png"), "{err}");
+    }
+}

@@ -1,0 +1,411 @@
+//! The `imgsearch` command line: parses, calls the library, prints.
+//!
+//! Exit codes: 0 success; 1 failure (nothing done); 2 bad usage; 3 partial
+//! success (some inputs were skipped, each reported on stderr).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use imgsearch::dataset::{self, DatasetName, Split};
+use imgsearch::imageio::{self, DecodeLimits};
+use imgsearch::model::{self, ArchConfig, Loss, Model, TrainConfig, TrainEvent, TrainSet};
+
+const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "imgsearch",
+    version,
+    about = "Search, sort and check a pile of images on your own machine, offline",
+    long_about = "imgsearch embeds images with a small convolutional autoencoder (trained \
+without labels) and works on those embeddings. Three default models are built in: \
+`digits` (MNIST), `fashion` (Fashion-MNIST) and `photos` (32x32 natural images).\n\n\
+Exit codes: 0 success, 1 failure, 2 bad usage, 3 partial success (some inputs skipped)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the latent vector (embedding) of each image.
+    Embed(EmbedArgs),
+    /// Train an autoencoder on every image under a folder.
+    Train(TrainArgs),
+    /// Work with the standard datasets (MNIST, Fashion-MNIST, CIFAR-10).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// List the built-in default models and what their headers record.
+    Models {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Image files to embed.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// A default model name (digits, fashion, photos) or a model file path.
+    #[arg(long, short, default_value = model::DEFAULT_MODEL, env = "IMGSEARCH_MODEL")]
+    model: String,
+    /// Refuse images larger than this many megapixels (decompression bombs).
+    #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
+    max_megapixels: f64,
+    /// Print JSON instead of one line per image.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder of training images (searched recursively; any format imgsearch decodes).
+    dir: PathBuf,
+    /// Where to write the model (safetensors).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Side of the square model input; images are resized to it.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// 1 (grayscale) or 3 (RGB); images are converted.
+    #[arg(long, default_value_t = 3)]
+    channels: usize,
+    /// Latent (embedding) length, 8 to 128 is typical.
+    #[arg(long, default_value_t = 32)]
+    latent: usize,
+    /// Encoder block widths, comma-separated (default: chosen from --size).
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, value_enum, default_value_t = Loss::Bce)]
+    loss: Loss,
+    /// Train as a denoiser: Gaussian noise of this std-dev on inputs, clean targets.
+    #[arg(long, default_value_t = 0.0)]
+    noise: f64,
+    /// Share of images held out for validation (the best-validation epoch is kept).
+    #[arg(long, default_value_t = 0.1)]
+    val: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// What to record as the training data in the model header (default: the folder).
+    #[arg(long)]
+    data_name: Option<String>,
+    #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
+    max_megapixels: f64,
+    /// Print a JSON report instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Write a dataset as labelled PNG folders: OUT/<class>/<index>.png.
+    Export {
+        /// Which dataset.
+        #[arg(value_enum)]
+        name: DatasetName,
+        /// Folder holding its files (IDX files, or CIFAR-10 .bin/.bin.gz records).
+        src: PathBuf,
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Split::Train)]
+        split: Split,
+        /// Export only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => embed(args),
+        Command::Train(args) => train(args),
+        Command::Dataset(DatasetCommand::Export {
+            name,
+            src,
+            out,
+            split,
+            limit,
+            json,
+        }) => export(name, src, out, split, limit, json),
+        Command::Models { json } => models(json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn embed(args: EmbedArgs) -> Result<ExitCode> {
+    let model =
+        Model::load(&args.model).with_context(|| format!("loading model `{}`", args.model))?;
+    let limits = DecodeLimits {
+        max_megapixels: args.max_megapixels,
+    };
+    let (mut ok_paths, mut pixels, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    for path in &args.images {
+        match imageio::load_pixels(path, model.input_size(), model.channels(), limits) {
+            Ok(px) => {
+                ok_paths.push(path);
+                pixels.push(px);
+            }
+            Err(e) => failures.push((path, e.to_string())),
+        }
+    }
+    let latents = model.embed(&pixels)?;
+    if args.json {
+        let out = json!({
+            "model": { "name": model.name, "fingerprint": model.fingerprint, "latent": model.latent_dim() },
+            "embeddings": ok_paths.iter().zip(&latents)
+                .map(|(p, z)| json!({ "path": p, "latent": z })).collect::<Vec<_>>(),
+            "errors": failures.iter().map(|(p, e)| json!({ "path": p, "error": e })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (path, z) in ok_paths.iter().zip(&latents) {
+            let values: Vec<String> = z.iter().map(|v| format!("{v:.6}")).collect();
+            println!("{}\t{}", path.display(), values.join(" "));
+        }
+    }
+    for (path, err) in &failures {
+        eprintln!("skipped {}: {err}", path.display());
+    }
+    Ok(exit_for(ok_paths.len(), failures.len()))
+}
+
+fn exit_for(done: usize, failed: usize) -> ExitCode {
+    match (done, failed) {
+        (_, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::FAILURE,
+        _ => ExitCode::from(EXIT_PARTIAL),
+    }
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let mut arch = ArchConfig::for_input(args.size, args.channels, args.latent);
+    if let Some(widths) = args.widths {
+        arch.widths = widths;
+    }
+    if let Err(msg) = arch.validate() {
+        bail!("invalid model shape: {msg}");
+    }
+    let limits = DecodeLimits {
+        max_megapixels: args.max_megapixels,
+    };
+    let spinner = spinner(&format!("reading images under {}", args.dir.display()));
+    let (data, failures) = TrainSet::from_folder(&args.dir, args.size, args.channels, limits);
+    spinner.finish_and_clear();
+    for f in &failures {
+        eprintln!("skipped {}: {}", f.path.display(), f.error);
+    }
+    if data.len() < 2 {
+        bail!(
+            "found {} usable images under {} (need at least 2)",
+            data.len(),
+            args.dir.display()
+        );
+    }
+    let cfg = TrainConfig {
+        arch,
+        epochs: args.epochs,
+        batch_size: args.batch,
+        learning_rate: args.lr,
+        weight_decay: args.weight_decay,
+        loss: args.loss,
+        noise: args.noise,
+        validation_fraction: args.val,
+        seed: args.seed,
+    };
+    let data_name = args
+        .data_name
+        .unwrap_or_else(|| args.dir.display().to_string());
+    if !args.json {
+        eprintln!(
+            "training on {} images ({} skipped): {}x{}x{} -> {} latent, widths {:?}, {} epochs",
+            data.len(),
+            failures.len(),
+            cfg.arch.input_size,
+            cfg.arch.input_size,
+            cfg.arch.channels,
+            cfg.arch.latent,
+            cfg.arch.widths,
+            cfg.epochs
+        );
+        println!(
+            "{:>5}  {:>10}  {:>10}  {:>8}",
+            "epoch", "train", "validation", "seconds"
+        );
+    }
+    let bar = ProgressBar::hidden();
+    let json = args.json;
+    let trained = model::train::train(&cfg, &data, &data_name, |event| match event {
+        TrainEvent::EpochStart { epoch, batches } => {
+            if std::io::stderr().is_terminal() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.reset();
+            bar.set_length(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} batches, loss {msg} ({eta})",
+                )
+                .expect("valid template"),
+            );
+            bar.set_prefix(epoch.to_string());
+        }
+        TrainEvent::Batch { loss } => {
+            bar.set_message(format!("{loss:.5}"));
+            bar.inc(1);
+        }
+        TrainEvent::EpochEnd(r) => {
+            bar.finish_and_clear();
+            if !json {
+                let mark = if r.best { " *" } else { "" };
+                println!(
+                    "{:>5}  {:>10.6}  {:>10.6}  {:>8.1}{mark}",
+                    r.epoch, r.train_loss, r.validation_loss, r.seconds
+                );
+            }
+        }
+    })?;
+    trained
+        .save(&args.out)
+        .with_context(|| format!("saving {}", args.out.display()))?;
+    if json {
+        let out = json!({
+            "out": args.out,
+            "model": trained.info,
+            "history": trained.history,
+            "skipped": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let t = &trained.info.training;
+        println!(
+            "saved {} (best epoch {}: train {:.6}, validation {:.6}; {:.1}s)",
+            args.out.display(),
+            t.best_epoch,
+            t.train_loss,
+            t.validation_loss,
+            t.seconds
+        );
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn export(
+    name: DatasetName,
+    src: PathBuf,
+    out: PathBuf,
+    split: Split,
+    limit: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let ds = dataset::load(name, &src, split, limit)?;
+    let spinner = spinner(&format!("writing {} images to {}", ds.len(), out.display()));
+    let report = dataset::export(&ds, &out)?;
+    spinner.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "exported {} {} {} images to {}",
+            report.images,
+            name.as_str(),
+            match split {
+                Split::Train => "train",
+                Split::Test => "test",
+            },
+            out.display()
+        );
+        for (class, n) in &report.per_class {
+            println!("  {class:<12} {n:>6}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models(json: bool) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    for (name, embedded) in model::default_models() {
+        let loaded = if embedded {
+            Some(Model::load(name)?)
+        } else {
+            None
+        };
+        rows.push((name, loaded));
+    }
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(name, m)| match m {
+                Some(m) => json!({ "name": name, "embedded": true, "fingerprint": m.fingerprint, "info": m.info }),
+                None => json!({ "name": name, "embedded": false }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<8}  {:<10}  {:>6}  {:<20}  {:>6}  {:>10}  data",
+        "name", "input", "latent", "widths", "epochs", "val loss"
+    );
+    for (name, m) in &rows {
+        match m {
+            Some(m) => {
+                let a = &m.info.arch;
+                println!(
+                    "{:<8}  {:<10}  {:>6}  {:<20}  {:>6}  {:>10.5}  {}",
+                    name,
+                    format!("{}x{}x{}", a.input_size, a.input_size, a.channels),
+                    a.latent,
+                    format!("{:?}", a.widths),
+                    m.info.training.epochs,
+                    m.info.training.validation_loss,
+                    m.info.training.data
+                );
+            }
+            None => println!("{name:<8}  (not embedded in this build)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(msg.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

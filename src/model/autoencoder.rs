@@ -1,0 +1,222 @@
+//! The convolutional autoencoder.
+//!
+//! Encoder: stride-2 3×3 convolutions with ReLU halve the image per block down
+//! to a small grid, then a linear layer maps the flattened grid to the latent.
+//! Decoder: the mirror, a linear layer back to the grid, then stride-2 4×4
+//! transposed convolutions (k4/s2/p1 doubles the size exactly, so no
+//! `output_padding` is needed) ending in logits; `sigmoid` gives pixels.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, Linear, Sequential, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// Shape of an autoencoder. Everything needed to rebuild the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchConfig {
+    /// Side of the square input, in pixels (e.g. 28, 32, 64).
+    pub input_size: usize,
+    /// 1 (grayscale) or 3 (RGB).
+    pub channels: usize,
+    /// Length of the latent vector (8 to 128).
+    pub latent: usize,
+    /// Output channels of each encoder block; the decoder mirrors them.
+    pub widths: Vec<usize>,
+}
+
+impl ArchConfig {
+    /// A sensible shape for an input size: two blocks for 28 (→7×7),
+    /// three for 32 (→4×4), four for 64 (→4×4).
+    pub fn for_input(input_size: usize, channels: usize, latent: usize) -> Self {
+        let widths = match input_size {
+            s if s % 8 == 0 && s / 8 >= 4 && s <= 32 => vec![32, 64, 128],
+            s if s % 16 == 0 && s / 16 >= 4 => vec![32, 64, 128, 256],
+            _ => vec![32, 64],
+        };
+        Self {
+            input_size,
+            channels,
+            latent,
+            widths,
+        }
+    }
+
+    /// Side of the encoder's last feature map.
+    pub fn grid(&self) -> usize {
+        self.input_size >> self.widths.len()
+    }
+
+    /// Checks that the shape can be built, with a message a person can act on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !matches!(self.channels, 1 | 3) {
+            return Err(format!("channels must be 1 or 3, not {}", self.channels));
+        }
+        if !(2..=1024).contains(&self.latent) {
+            return Err(format!(
+                "latent must be between 2 and 1024, not {}",
+                self.latent
+            ));
+        }
+        if self.widths.is_empty() || self.widths.iter().any(|&w| w == 0 || w > 1024) {
+            return Err(format!(
+                "widths must be 1 to 1024 each, got {:?}",
+                self.widths
+            ));
+        }
+        let blocks = self.widths.len();
+        if self.input_size == 0 || self.input_size % (1 << blocks) != 0 || self.grid() < 2 {
+            return Err(format!(
+                "input size {} cannot be halved {blocks} times down to a grid of at least 2",
+                self.input_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Image → latent.
+pub struct Encoder {
+    features: Sequential,
+    to_latent: Linear,
+}
+
+impl Encoder {
+    pub fn new(cfg: &ArchConfig, vb: VarBuilder) -> Result<Self> {
+        let conv = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let mut features = candle_nn::seq();
+        let mut in_c = cfg.channels;
+        for (i, &out_c) in cfg.widths.iter().enumerate() {
+            features = features
+                .add(candle_nn::conv2d(
+                    in_c,
+                    out_c,
+                    3,
+                    conv,
+                    vb.pp(format!("conv{i}")),
+                )?)
+                .add(candle_nn::Activation::Relu);
+            in_c = out_c;
+        }
+        let flat = in_c * cfg.grid() * cfg.grid();
+        let to_latent = candle_nn::linear(flat, cfg.latent, vb.pp("to_latent"))?;
+        Ok(Self {
+            features,
+            to_latent,
+        })
+    }
+}
+
+impl Module for Encoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.apply(&self.features)?
+            .flatten_from(1)?
+            .apply(&self.to_latent)
+    }
+}
+
+/// Latent → pixel logits.
+pub struct Decoder {
+    from_latent: Linear,
+    upsample: Sequential,
+    grid_shape: (usize, usize, usize),
+}
+
+impl Decoder {
+    pub fn new(cfg: &ArchConfig, vb: VarBuilder) -> Result<Self> {
+        let grid = cfg.grid();
+        let top = *cfg.widths.last().expect("validated: widths not empty");
+        let from_latent = candle_nn::linear(cfg.latent, top * grid * grid, vb.pp("from_latent"))?;
+        let deconv = ConvTranspose2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        // Mirror of the encoder: widths reversed, ending at the image's channels.
+        let mut outs: Vec<usize> = cfg.widths.iter().rev().skip(1).copied().collect();
+        outs.push(cfg.channels);
+        let mut upsample = candle_nn::seq();
+        let mut in_c = top;
+        for (i, &out_c) in outs.iter().enumerate() {
+            let layer =
+                candle_nn::conv_transpose2d(in_c, out_c, 4, deconv, vb.pp(format!("deconv{i}")))?;
+            upsample = upsample.add(layer);
+            if i + 1 < outs.len() {
+                upsample = upsample.add(candle_nn::Activation::Relu);
+            }
+            in_c = out_c;
+        }
+        Ok(Self {
+            from_latent,
+            upsample,
+            grid_shape: (top, grid, grid),
+        })
+    }
+}
+
+impl Module for Decoder {
+    fn forward(&self, zs: &Tensor) -> Result<Tensor> {
+        let batch = zs.dim(0)?;
+        let (c, h, w) = self.grid_shape;
+        zs.apply(&self.from_latent)?
+            .relu()?
+            .reshape((batch, c, h, w))?
+            .apply(&self.upsample)
+    }
+}
+
+/// Encoder and decoder together.
+pub struct Autoencoder {
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+}
+
+impl Autoencoder {
+    pub fn new(cfg: &ArchConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            encoder: Encoder::new(cfg, vb.pp("encoder"))?,
+            decoder: Decoder::new(cfg, vb.pp("decoder"))?,
+        })
+    }
+
+    /// Reconstruction logits (apply `sigmoid` for pixels in `[0, 1]`).
+    pub fn forward_logits(&self, xs: &Tensor) -> Result<Tensor> {
+        xs.apply(&self.encoder)?.apply(&self.decoder)
+    }
+
+    /// Reconstructed pixels in `[0, 1]`.
+    pub fn reconstruct(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(&self.forward_logits(xs)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn shapes_round_trip() {
+        for (size, channels) in [(28, 1), (32, 3), (64, 3), (16, 1)] {
+            let cfg = ArchConfig::for_input(size, channels, 8);
+            cfg.validate().unwrap();
+            let vm = candle_nn::VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let ae = Autoencoder::new(&cfg, vb).unwrap();
+            let x = Tensor::zeros((2, channels, size, size), DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(x.apply(&ae.encoder).unwrap().dims(), &[2, 8]);
+            assert_eq!(ae.reconstruct(&x).unwrap().dims(), x.dims());
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let mut cfg = ArchConfig::for_input(28, 1, 16);
+        cfg.input_size = 30;
+        assert!(cfg.validate().unwrap_err().contains("cannot be halved"));
+        let cfg = ArchConfig::for_input(28, 2, 16);
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! The model file: safetensors weights plus a metadata header that makes the
+//! file self-describing (format, architecture, training record).
+//!
+//! Header keys (all strings, as safetensors requires):
+//! - `format` = `imgsearch-autoencoder`
+//! - `format_version` = `1`
+//! - `model` = JSON of [`ModelInfo`]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::autoencoder::{ArchConfig, Autoencoder};
+
+pub const FORMAT_NAME: &str = "imgsearch-autoencoder";
+pub const FORMAT_VERSION: u32 = 1;
+pub const ARCHITECTURE: &str = "conv-autoencoder-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: not a safetensors file: {message}")]
+    NotSafetensors { origin: String, message: String },
+    #[error("{origin}: no imgsearch header (metadata key `format` must be `{FORMAT_NAME}`); it was not written by `imgsearch train`")]
+    MissingHeader { origin: String },
+    #[error("{origin}: header says format `{found}`, expected `{FORMAT_NAME}`")]
+    WrongFormat { origin: String, found: String },
+    #[error("{origin}: format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion { origin: String, found: String },
+    #[error(
+        "{origin}: architecture `{found}` is not supported (this build knows `{ARCHITECTURE}`)"
+    )]
+    UnknownArchitecture { origin: String, found: String },
+    #[error("{origin}: malformed `model` header: {message}")]
+    BadHeader { origin: String, message: String },
+    #[error("{origin}: weights do not match the header's architecture ({arch}): {message}")]
+    WeightsMismatch {
+        origin: String,
+        arch: String,
+        message: String,
+    },
+    #[error("cannot write model file {path}: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+/// Pixel normalization the model expects. Only one exists today; the field
+/// is in the header so a future one cannot be confused with it.
+pub const NORMALIZATION: &str = "unit: pixel / 255, planar CHW";
+
+/// Everything the header records about a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub architecture: String,
+    #[serde(flatten)]
+    pub arch: ArchConfig,
+    pub loss: String,
+    pub normalization: String,
+    pub training: TrainingRecord,
+}
+
+/// How the weights were obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// What it was trained on (folder name or a description).
+    pub data: String,
+    pub images: usize,
+    pub epochs: usize,
+    /// Epoch whose weights were kept (best validation loss), 1-based.
+    pub best_epoch: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub noise: f64,
+    pub validation_fraction: f64,
+    pub seed: u64,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    pub seconds: f64,
+}
+
+/// A loaded model: network, header and the bytes' fingerprint.
+pub struct LoadedModel {
+    pub net: Autoencoder,
+    pub info: ModelInfo,
+    /// Short blake3 hash of the file bytes, so an index can tell whether it
+    /// was built with these exact weights.
+    pub fingerprint: String,
+}
+
+/// Reads and validates a model file from disk.
+pub fn load_file(path: &Path, device: &Device) -> Result<LoadedModel, ModelFileError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_bytes(bytes, &path.display().to_string(), device)
+}
+
+/// Reads the header only.
+pub fn read_info(bytes: &[u8], origin: &str) -> Result<ModelInfo, ModelFileError> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        ModelFileError::NotSafetensors {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let header = meta.metadata().clone().unwrap_or_default();
+    let get = |k: &str| header.get(k).cloned();
+    let origin_s = origin.to_string();
+    match get("format") {
+        None => return Err(ModelFileError::MissingHeader { origin: origin_s }),
+        Some(f) if f != FORMAT_NAME => {
+            return Err(ModelFileError::WrongFormat {
+                origin: origin_s,
+                found: f,
+            })
+        }
+        Some(_) => {}
+    }
+    let version = get("format_version").unwrap_or_default();
+    if version != FORMAT_VERSION.to_string() {
+        return Err(ModelFileError::UnsupportedVersion {
+            origin: origin_s,
+            found: version,
+        });
+    }
+    let json = get("model").ok_or_else(|| ModelFileError::BadHeader {
+        origin: origin_s.clone(),
+        message: "missing `model` key".into(),
+    })?;
+    let info: ModelInfo = serde_json::from_str(&json).map_err(|e| ModelFileError::BadHeader {
+        origin: origin_s.clone(),
+        message: e.to_string(),
+    })?;
+    if info.architecture != ARCHITECTURE {
+        return Err(ModelFileError::UnknownArchitecture {
+            origin: origin_s,
+            found: info.architecture,
+        });
+    }
+    info.arch
+        .validate()
+        .map_err(|message| ModelFileError::BadHeader {
+            origin: origin_s,
+            message,
+        })?;
+    Ok(info)
+}
+
+/// Reads and validates a model from bytes (a file or the embedded defaults).
+pub fn load_bytes(
+    bytes: Vec<u8>,
+    origin: &str,
+    device: &Device,
+) -> Result<LoadedModel, ModelFileError> {
+    let info = read_info(&bytes, origin)?;
+    let fingerprint = fingerprint(&bytes);
+    let mismatch = |message: String| ModelFileError::WeightsMismatch {
+        origin: origin.to_string(),
+        arch: format!(
+            "{}x{}x{} -> {}, widths {:?}",
+            info.arch.input_size,
+            info.arch.input_size,
+            info.arch.channels,
+            info.arch.latent,
+            info.arch.widths
+        ),
+        message,
+    };
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| mismatch(e.to_string()))?;
+    let expected = expected_tensor_names(&info.arch);
+    if let Some(extra) = tensors.keys().find(|k| !expected.contains(*k)) {
+        return Err(mismatch(format!("unexpected tensor `{extra}`")));
+    }
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let net = Autoencoder::new(&info.arch, vb).map_err(|e| mismatch(e.to_string()))?;
+    Ok(LoadedModel {
+        net,
+        info,
+        fingerprint,
+    })
+}
+
+/// Names of every tensor a network of this shape holds.
+fn expected_tensor_names(arch: &ArchConfig) -> Vec<String> {
+    let varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    // Building on a VarMap records each tensor's name; the weights are discarded.
+    let _ = Autoencoder::new(arch, vb);
+    let names = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .keys()
+        .cloned()
+        .collect();
+    names
+}
+
+/// Writes weights and header as one safetensors file (atomically: a temporary
+/// file renamed into place, so a crash never leaves a half-written model).
+pub fn save(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    info: &ModelInfo,
+) -> Result<(), ModelFileError> {
+    let bytes = serialize(tensors, info).map_err(|message| ModelFileError::Write {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    let write_err = |e: std::io::Error| ModelFileError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, &bytes).map_err(write_err)?;
+    std::fs::rename(&tmp, path).map_err(write_err)
+}
+
+/// The file's bytes, for saving or embedding.
+pub fn serialize(tensors: &HashMap<String, Tensor>, info: &ModelInfo) -> Result<Vec<u8>, String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut buffers = Vec::with_capacity(names.len());
+    for name in &names {
+        let t = &tensors[*name];
+        let values = t
+            .flatten_all()
+            .and_then(|f| f.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((name.to_string(), t.dims().to_vec(), bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut header = HashMap::new();
+    header.insert("format".to_string(), FORMAT_NAME.to_string());
+    header.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+    header.insert(
+        "model".to_string(),
+        serde_json::to_string(info).map_err(|e| e.to_string())?,
+    );
+    safetensors::tensor::serialize(views, Some(header)).map_err(|e| e.to_string())
+}
+
+/// The first 16 hex digits of the blake3 hash of the file's bytes.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
+}

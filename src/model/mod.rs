@@ -1,0 +1,201 @@
+//! The autoencoder, its file format, training, and the embedded defaults.
+//!
+//! [`Model`] is what the rest of imgsearch uses: load by name or path, then
+//! `embed` (images → latents) or `reconstruct` (images → images + error).
+
+pub mod autoencoder;
+pub mod file;
+pub mod train;
+
+use std::path::Path;
+
+use candle_core::{Device, Module, Tensor};
+
+pub use autoencoder::ArchConfig;
+pub use file::{LoadedModel, ModelFileError, ModelInfo};
+pub use train::{Loss, TrainConfig, TrainEvent, TrainSet, TrainedModel};
+
+use crate::imageio::Pixels;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/default_models.rs"));
+}
+
+/// The default model used when none is named.
+pub const DEFAULT_MODEL: &str = "photos";
+
+/// Images per forward pass: large enough for efficient GEMMs, small enough
+/// to keep memory flat.
+pub const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    File(#[from] ModelFileError),
+    #[error("default model `{0}` is not embedded in this build (assets/models/{0}.safetensors was absent when it was compiled); run scripts/train-default-models.sh and rebuild")]
+    NotEmbedded(String),
+    #[error(
+        "no model named `{spec}` and no such file; the defaults are {}",
+        names()
+    )]
+    Unknown { spec: String },
+    #[error(
+        "image is {found_size}x{found_size}x{found_c}, the model wants {size}x{size}x{channels}"
+    )]
+    Shape {
+        found_size: usize,
+        found_c: usize,
+        size: usize,
+        channels: usize,
+    },
+    #[error("model computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+fn names() -> String {
+    embedded::NAMES.join(", ")
+}
+
+/// Names of the default models and whether each is embedded in this build.
+pub fn default_models() -> Vec<(&'static str, bool)> {
+    embedded::NAMES
+        .iter()
+        .map(|n| (*n, embedded::EMBEDDED.iter().any(|(e, _)| e == n)))
+        .collect()
+}
+
+/// A loaded autoencoder ready for inference on the CPU.
+pub struct Model {
+    /// The default's name, or the file path it was loaded from.
+    pub name: String,
+    pub info: ModelInfo,
+    /// Short hash of the model file's bytes.
+    pub fingerprint: String,
+    net: autoencoder::Autoencoder,
+    device: Device,
+}
+
+impl Model {
+    /// Loads a default model by name, or a model file by path. A name wins
+    /// over a file of the same name in the working directory only if the
+    /// name has no path separator and no extension.
+    pub fn load(spec: &str) -> Result<Self, ModelError> {
+        let device = Device::Cpu;
+        let looks_like_name = !spec.contains(['/', '\\', '.']);
+        if looks_like_name && embedded::NAMES.contains(&spec) {
+            let bytes = embedded::EMBEDDED
+                .iter()
+                .find(|(n, _)| *n == spec)
+                .map(|(_, b)| *b)
+                .ok_or_else(|| ModelError::NotEmbedded(spec.to_string()))?;
+            let loaded =
+                file::load_bytes(bytes.to_vec(), &format!("embedded model `{spec}`"), &device)?;
+            return Ok(Self::from_loaded(spec.to_string(), loaded, device));
+        }
+        let path = Path::new(spec);
+        if !path.exists() {
+            return Err(ModelError::Unknown {
+                spec: spec.to_string(),
+            });
+        }
+        let loaded = file::load_file(path, &device)?;
+        Ok(Self::from_loaded(spec.to_string(), loaded, device))
+    }
+
+    /// Loads a model held in memory (`origin` names it in messages).
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, ModelError> {
+        let device = Device::Cpu;
+        let loaded = file::load_bytes(bytes, origin, &device)?;
+        Ok(Self::from_loaded(origin.to_string(), loaded, device))
+    }
+
+    fn from_loaded(name: String, loaded: LoadedModel, device: Device) -> Self {
+        Self {
+            name,
+            info: loaded.info,
+            fingerprint: loaded.fingerprint,
+            net: loaded.net,
+            device,
+        }
+    }
+
+    pub fn input_size(&self) -> usize {
+        self.info.arch.input_size
+    }
+
+    pub fn channels(&self) -> usize {
+        self.info.arch.channels
+    }
+
+    pub fn latent_dim(&self) -> usize {
+        self.info.arch.latent
+    }
+
+    /// Latent vectors of the images, in order.
+    pub fn embed(&self, images: &[Pixels]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(BATCH) {
+            let latents = self.to_tensor(chunk)?.apply(&self.net.encoder)?;
+            out.extend(latents.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Reconstructions of the images and each one's mean squared error
+    /// (pixels in `[0, 1]`).
+    pub fn reconstruct(&self, images: &[Pixels]) -> Result<Vec<(Pixels, f32)>, ModelError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(BATCH) {
+            let inputs = self.to_tensor(chunk)?;
+            let recon = self.net.reconstruct(&inputs)?;
+            let errors = (&recon - &inputs)?
+                .sqr()?
+                .flatten_from(1)?
+                .mean(1)?
+                .to_vec1::<f32>()?;
+            let pixels = (recon * 255.0)?
+                .round()?
+                .clamp(0.0, 255.0)?
+                .flatten_from(1)?
+                .to_vec2::<f32>()?;
+            for (p, e) in pixels.into_iter().zip(errors) {
+                out.push((
+                    Pixels {
+                        size: self.input_size(),
+                        channels: self.channels(),
+                        data: p.into_iter().map(|v| v as u8).collect(),
+                    },
+                    e,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn to_tensor(&self, images: &[Pixels]) -> Result<Tensor, ModelError> {
+        let (size, channels) = (self.input_size(), self.channels());
+        let mut values = Vec::with_capacity(images.len() * size * size * channels);
+        for px in images {
+            if px.size != size || px.channels != channels {
+                return Err(ModelError::Shape {
+                    found_size: px.size,
+                    found_c: px.channels,
+                    size,
+                    channels,
+                });
+            }
+            values.extend(px.to_unit_f32());
+        }
+        Ok(Tensor::from_vec(
+            values,
+            (images.len(), channels, size, size),
+            &self.device,
+        )?)
+    }
+
+    /// Encodes one already-normalized batch tensor; used by benchmarks that
+    /// feed dataset records directly.
+    pub fn encode_tensor(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.net.encoder.forward(xs)?)
+    }
+}

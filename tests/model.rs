@@ -1,0 +1,239 @@
+//! The autoencoder through the library: training, determinism, the model
+//! file's round trip and its refusals.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use imgsearch::imageio::Pixels;
+use imgsearch::model::autoencoder::Autoencoder;
+use imgsearch::model::{self, file, ArchConfig, Loss, Model, TrainConfig, TrainSet};
+
+const SIZE: usize = 16;
+
+/// Small structured images: bright rectangles at varying places on a dark
+/// gradient, so there is something to learn.
+fn synthetic_images(n: usize) -> Vec<Pixels> {
+    (0..n)
+        .map(|i| {
+            let (x0, y0) = ((i * 5) % 10, (i * 3) % 9);
+            let (w, h) = (3 + i % 4, 3 + (i / 4) % 4);
+            let mut data = vec![0u8; SIZE * SIZE];
+            for y in 0..SIZE {
+                for x in 0..SIZE {
+                    let inside = (x0..x0 + w).contains(&x) && (y0..y0 + h).contains(&y);
+                    data[y * SIZE + x] = if inside {
+                        230
+                    } else {
+                        (x * 4 + (i % 7) * 3) as u8
+                    };
+                }
+            }
+            Pixels {
+                size: SIZE,
+                channels: 1,
+                data,
+            }
+        })
+        .collect()
+}
+
+fn train_set(images: &[Pixels]) -> TrainSet {
+    let mut set = TrainSet::new(SIZE, 1);
+    for px in images {
+        set.push(&px.data);
+    }
+    set
+}
+
+fn config(epochs: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        arch: ArchConfig {
+            input_size: SIZE,
+            channels: 1,
+            latent: 8,
+            widths: vec![8, 16],
+        },
+        epochs,
+        batch_size: 16,
+        learning_rate: 3e-3,
+        weight_decay: 1e-4,
+        loss: Loss::Bce,
+        noise: 0.0,
+        validation_fraction: 0.25,
+        seed,
+    }
+}
+
+#[test]
+fn training_lowers_validation_loss_and_keeps_best() {
+    let set = train_set(&synthetic_images(128));
+    let trained = model::train::train(&config(6, 7), &set, "synthetic", |_| {}).unwrap();
+    let h = &trained.history;
+    assert_eq!(h.len(), 6);
+    let first = h[0].validation_loss;
+    let best = h
+        .iter()
+        .map(|r| r.validation_loss)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        best < first * 0.9,
+        "validation loss {first} -> {best}: did not learn"
+    );
+    let t = &trained.info.training;
+    assert_eq!(
+        t.validation_loss, best,
+        "the header must record the kept (best) epoch"
+    );
+    assert!(h[t.best_epoch - 1].best);
+}
+
+#[test]
+fn denoising_training_runs_on_noisy_inputs() {
+    let set = train_set(&synthetic_images(64));
+    let mut cfg = config(2, 3);
+    cfg.noise = 0.2;
+    cfg.loss = Loss::Mse;
+    let trained = model::train::train(&cfg, &set, "synthetic", |_| {}).unwrap();
+    assert_eq!(trained.info.training.noise, 0.2);
+    assert_eq!(trained.info.loss, "mse");
+    assert!(trained
+        .history
+        .iter()
+        .all(|r| r.validation_loss.is_finite()));
+}
+
+#[test]
+fn training_is_deterministic_for_a_seed() {
+    let set = train_set(&synthetic_images(48));
+    let a = model::train::train(&config(2, 11), &set, "s", |_| {}).unwrap();
+    let b = model::train::train(&config(2, 11), &set, "s", |_| {}).unwrap();
+    let c = model::train::train(&config(2, 12), &set, "s", |_| {}).unwrap();
+    let same = |x: &HashMap<String, Tensor>, y: &HashMap<String, Tensor>| {
+        x.iter().all(|(k, t)| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == y[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        })
+    };
+    assert!(
+        same(&a.tensors, &b.tensors),
+        "same seed gave different weights"
+    );
+    assert!(
+        !same(&a.tensors, &c.tensors),
+        "different seeds gave the same weights"
+    );
+}
+
+#[test]
+fn save_then_load_gives_bit_identical_outputs() {
+    let images = synthetic_images(40);
+    let trained = model::train::train(&config(1, 5), &train_set(&images), "s", |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    trained.save(&path).unwrap();
+
+    // The network as it was in memory after training.
+    let vb = VarBuilder::from_tensors(trained.tensors.clone(), DType::F32, &Device::Cpu);
+    let net = Autoencoder::new(&trained.info.arch, vb).unwrap();
+    let input: Vec<f32> = images.iter().flat_map(|p| p.to_unit_f32()).collect();
+    let xs = Tensor::from_vec(input, (images.len(), 1, SIZE, SIZE), &Device::Cpu).unwrap();
+    let before = net.encoder.forward(&xs).unwrap().to_vec2::<f32>().unwrap();
+
+    let loaded = Model::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(loaded.info, trained.info);
+    let after = loaded.embed(&images).unwrap();
+    assert_eq!(before, after, "latents changed across save/load");
+
+    let recon = loaded.reconstruct(&images[..3]).unwrap();
+    assert_eq!(recon.len(), 3);
+    assert!(recon
+        .iter()
+        .all(|(p, e)| p.data.len() == SIZE * SIZE && e.is_finite() && *e >= 0.0));
+}
+
+#[test]
+fn refuses_corrupt_and_mismatched_model_files() {
+    let trained =
+        model::train::train(&config(1, 5), &train_set(&synthetic_images(8)), "s", |_| {}).unwrap();
+    let err = |bytes: Vec<u8>| {
+        Model::from_bytes(bytes, "test.safetensors")
+            .err()
+            .expect("must be refused")
+            .to_string()
+    };
+
+    assert!(err(b"definitely not a model".to_vec()).contains("not a safetensors file"));
+
+    // Valid safetensors, no imgsearch header.
+    let no_header = safetensors::tensor::serialize(
+        trained.tensors.iter().map(|(k, t)| {
+            let bytes: Vec<u8> = t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            (k.clone(), OwnedView(t.dims().to_vec(), bytes))
+        }),
+        None,
+    )
+    .unwrap();
+    assert!(err(no_header).contains("no imgsearch header"));
+
+    // Header claims a different shape than the weights have.
+    let mut info = trained.info.clone();
+    info.arch.latent = 16;
+    let mismatched = file::serialize(&trained.tensors, &info).unwrap();
+    let msg = err(mismatched);
+    assert!(msg.contains("weights do not match"), "{msg}");
+
+    // Unknown format version.
+    let mut bytes = trained.to_bytes().unwrap();
+    let key = b"\"format_version\":\"1\"";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("version in header");
+    bytes[at + key.len() - 2] = b'9';
+    assert!(err(bytes).contains("format version 9"));
+
+    // Truncated file.
+    let bytes = trained.to_bytes().unwrap();
+    assert!(err(bytes[..bytes.len() / 2].to_vec()).contains("test.safetensors"));
+}
+
+/// Minimal owned tensor view for writing a header-less safetensors file.
+struct OwnedView(Vec<usize>, Vec<u8>);
+
+impl safetensors::View for OwnedView {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.1)
+    }
+    fn data_len(&self) -> usize {
+        self.1.len()
+    }
+}
+
+#[test]
+fn embedded_defaults_load_and_describe_themselves() {
+    for (name, embedded) in model::default_models() {
+        assert!(
+            embedded,
+            "default model `{name}` is not embedded; run scripts/train-default-models.sh"
+        );
+        let m = Model::load(name).unwrap();
+        assert_eq!(m.info.architecture, file::ARCHITECTURE);
+        assert!(m.info.training.epochs > 0 && m.info.training.validation_loss.is_finite());
+    }
+    let err = Model::load("no-such-model").err().unwrap().to_string();
+    assert!(err.contains("digits, fashion, photos"), "{err}");
+}
