@@ -4,9 +4,15 @@
 //! Data flows one way: [`walk`] finds files, [`imageio`] decodes them to
 //! model input, [`model`] encodes them. [`dataset`] reads the standard
 //! datasets; [`knn`] is exact nearest-neighbour search and voting.
+//! [`ingest`] runs walk → decode → encode → [`store`] (sled) → [`ann`]
+//! (HNSW) into an [`index`] folder.
 
+pub mod ann;
 pub mod dataset;
 pub mod imageio;
+pub mod index;
+pub mod ingest;
 pub mod knn;
 pub mod model;
+pub mod store;
 pub mod walk;

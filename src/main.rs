@@ -14,6 +14,8 @@ use serde_json::json;
 
 use imgsearch::dataset::{self, DatasetName, Split};
 use imgsearch::imageio::{self, DecodeLimits};
+use imgsearch::index::{self, Index};
+use imgsearch::ingest::{self, IngestOptions};
 use imgsearch::model::{self, ArchConfig, Loss, Model, TrainConfig, TrainEvent, TrainSet};
 
 const EXIT_PARTIAL: u8 = 3;
@@ -35,6 +37,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Walk a folder, embed every image, store and index it (incremental, resumable).
+    Ingest(IngestArgs),
+    /// Show what an index holds: model, counts, roots, labels, size on disk.
+    Status {
+        #[command(flatten)]
+        index: IndexArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the HNSW graph without the tombstones of removed images.
+    Compact {
+        #[command(flatten)]
+        index: IndexArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the latent vector (embedding) of each image.
     Embed(EmbedArgs),
     /// Train an autoencoder on every image under a folder.
@@ -48,6 +66,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct IndexArg {
+    /// Index folder (created by the first ingest).
+    #[arg(long, env = index::INDEX_ENV, default_value = index::DEFAULT_INDEX)]
+    index: PathBuf,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Folder to ingest (searched recursively; `root/<label>/img.png` gives labels).
+    dir: PathBuf,
+    #[command(flatten)]
+    index: IndexArg,
+    /// Model for a new index (default: photos). An existing index keeps its own;
+    /// naming a different one is refused.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Leave out files and folders matching this glob (relative path or name); repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Refuse images larger than this many megapixels (decompression bombs).
+    #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
+    max_megapixels: f64,
+    /// Print the full report as JSON (every failure with its reason).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -139,6 +185,9 @@ enum DatasetCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ingest(args) => ingest(args),
+        Command::Status { index, json } => status(index.index, json),
+        Command::Compact { index, json } => compact(index.index, json),
         Command::Embed(args) => embed(args),
         Command::Train(args) => train(args),
         Command::Dataset(DatasetCommand::Export {
@@ -158,6 +207,112 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ingest(args: IngestArgs) -> Result<ExitCode> {
+    let mut idx = Index::open(&args.index.index, args.model.as_deref(), true)
+        .with_context(|| format!("opening index {}", args.index.index.display()))?;
+    if let index_state @ imgsearch::ann::OpenState::Rebuilt { .. } = &idx.ann_state {
+        if idx.store.live_count()? > 0 {
+            eprintln!("note: HNSW graph rebuilt from the store ({index_state:?})");
+        }
+    }
+    let opts = IngestOptions {
+        exclude: args.exclude,
+        limits: DecodeLimits {
+            max_megapixels: args.max_megapixels,
+        },
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let total = ingest::count_files(&args.dir, &opts).unwrap_or(0);
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} files, {per_sec}, ETA {eta}")
+                .expect("valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let report = ingest::ingest(&mut idx, &args.dir, &opts, &bar)
+        .with_context(|| format!("ingesting {}", args.dir.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.failures {
+            eprintln!("skipped {}: {}", f.path, f.reason);
+        }
+        println!(
+            "{}: scanned {}, added {}, updated {}, renamed {}, unchanged {}, removed {}, failed {} in {:.1}s ({:.0} images/s encoded)",
+            report.root.display(),
+            report.scanned,
+            report.added,
+            report.updated,
+            report.renamed,
+            report.unchanged,
+            report.removed,
+            report.failed,
+            report.seconds,
+            report.images_per_second
+        );
+    }
+    let stored = report.added + report.updated + report.renamed + report.unchanged;
+    Ok(if report.failed > 0 && stored == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status(dir: PathBuf, json: bool) -> Result<ExitCode> {
+    let idx = Index::open(&dir, None, false)?;
+    let s = idx.status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("index       {}", s.index.display());
+    println!(
+        "model       {} ({}, latent {})",
+        s.model.name, s.model.fingerprint, s.model.latent
+    );
+    println!("schema      v{}", s.schema_version);
+    println!("images      {}", s.images);
+    println!(
+        "tombstones  {} (graph holds {} points)",
+        s.tombstones, s.graph_points
+    );
+    println!("size        {:.1} MB on disk", s.bytes_on_disk as f64 / 1e6);
+    for r in &s.roots {
+        println!("root        {}", r.display());
+    }
+    if !s.labels.is_empty() {
+        println!(
+            "labels      {} (+{} unlabelled)",
+            s.labels.len(),
+            s.unlabelled
+        );
+        for (label, n) in &s.labels {
+            println!("  {label:<20} {n:>8}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compact(dir: PathBuf, json: bool) -> Result<ExitCode> {
+    let mut idx = Index::open(&dir, None, false)?;
+    let dropped = idx.ann.tombstone_count();
+    let points = idx.compact()?;
+    if json {
+        println!(
+            "{}",
+            json!({ "points": points, "tombstones_dropped": dropped })
+        );
+    } else {
+        println!("rebuilt the graph: {points} points, {dropped} tombstones dropped");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn embed(args: EmbedArgs) -> Result<ExitCode> {

@@ -141,6 +141,24 @@ impl Model {
         Ok(out)
     }
 
+    /// Latent vector and reconstruction error (mean squared, pixels in
+    /// `[0, 1]`) of each image, in one encoder pass.
+    pub fn embed_and_score(&self, images: &[Pixels]) -> Result<Vec<(Vec<f32>, f32)>, ModelError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(BATCH) {
+            let inputs = self.to_tensor(chunk)?;
+            let latents = inputs.apply(&self.net.encoder)?;
+            let recon = candle_nn::ops::sigmoid(&latents.apply(&self.net.decoder)?)?;
+            let errors = (&recon - &inputs)?
+                .sqr()?
+                .flatten_from(1)?
+                .mean(1)?
+                .to_vec1::<f32>()?;
+            out.extend(latents.to_vec2::<f32>()?.into_iter().zip(errors));
+        }
+        Ok(out)
+    }
+
     /// Reconstructions of the images and each one's mean squared error
     /// (pixels in `[0, 1]`).
     pub fn reconstruct(&self, images: &[Pixels]) -> Result<Vec<(Pixels, f32)>, ModelError> {

@@ -1,0 +1,314 @@
+//! The approximate nearest-neighbour index: an HNSW graph (hnsw_rs) derived
+//! from the store, persisted beside it, with tombstones for removed images.
+//!
+//! hnsw_rs cannot delete points. Embeddings are immutable per id (changed
+//! content gets a new id), so the graph only grows; removed ids become
+//! tombstones, filtered inside the search (`search_filter`), and the graph is
+//! rebuilt from the store when tombstones pass [`REBUILD_TOMBSTONE_SHARE`] or
+//! on `imgsearch compact`.
+//!
+//! Persistence: `file_dump` into a fresh folder `hnsw-<n>/`, then an atomic
+//! rename of `hnsw.json` (the manifest naming that folder and the largest id
+//! it holds), then old folders are deleted. A crash between steps leaves the
+//! previous manifest valid; a missing, stale or unreadable dump is caught up
+//! or rebuilt from the store on open.
+
+use std::path::{Path, PathBuf};
+
+use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::prelude::{AnnT, DistL2, Hnsw};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// Rebuild the graph when this share of its points are tombstones.
+pub const REBUILD_TOMBSTONE_SHARE: f64 = 0.2;
+
+/// HNSW construction parameters (Malkov & Yashunin): `M` links per node,
+/// `ef_construction` candidates kept while inserting.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HnswParams {
+    /// `M`: neighbours kept per node per layer (layer 0 keeps `2M`).
+    pub m: usize,
+    /// `ef_construction`: candidate list size during insertion.
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the HNSW graph to {path}: {message}")]
+    Dump { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    folder: String,
+    basename: String,
+    points: usize,
+    /// Every store id ≤ this was in the store when dumped, and is in the graph.
+    max_id: Option<u64>,
+    dim: usize,
+    params: HnswParams,
+}
+
+/// How the graph was brought up to date on open.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub enum OpenState {
+    /// Loaded the dump; `caught_up` newer store records were inserted.
+    Loaded { caught_up: usize },
+    /// Built from the store (`reason`: no dump, unreadable, or mismatched).
+    Rebuilt { reason: String },
+}
+
+pub struct Ann {
+    hnsw: Hnsw<'static, f32, DistL2>,
+    dim: usize,
+    params: HnswParams,
+    max_id: Option<u64>,
+    tombstones: Vec<usize>,
+    /// Whether points were added since the last dump.
+    dirty: bool,
+}
+
+const MANIFEST: &str = "hnsw.json";
+const MAX_LAYER: usize = 16;
+
+fn new_graph(params: HnswParams, capacity: usize) -> Hnsw<'static, f32, DistL2> {
+    Hnsw::new(
+        params.m,
+        capacity.max(1024),
+        MAX_LAYER,
+        params.ef_construction,
+        DistL2 {},
+    )
+}
+
+fn load_graph(io: &'static mut HnswIo) -> anyhow::Result<Hnsw<'static, f32, DistL2>> {
+    io.load_hnsw::<f32, DistL2>()
+}
+
+impl Ann {
+    /// Opens the graph in `dir`, catching up with or rebuilding from `store`.
+    pub fn open(
+        dir: &Path,
+        store: &Store,
+        dim: usize,
+        params: HnswParams,
+    ) -> Result<(Self, OpenState), AnnError> {
+        let (mut ann, state) = match Self::load(dir, dim, params) {
+            Ok(ann) => (ann, None),
+            Err(reason) => (
+                Self::empty(dim, params, store.live_count()? as usize),
+                Some(reason),
+            ),
+        };
+        ann.tombstones = store
+            .tombstones()?
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        let caught_up = ann.catch_up(store)?;
+        let state = match state {
+            None => OpenState::Loaded { caught_up },
+            Some(reason) => OpenState::Rebuilt { reason },
+        };
+        Ok((ann, state))
+    }
+
+    fn empty(dim: usize, params: HnswParams, capacity: usize) -> Self {
+        Self {
+            hnsw: new_graph(params, capacity),
+            dim,
+            params,
+            max_id: None,
+            tombstones: Vec::new(),
+            dirty: true,
+        }
+    }
+
+    fn load(dir: &Path, dim: usize, params: HnswParams) -> Result<Self, String> {
+        let text = std::fs::read(dir.join(MANIFEST)).map_err(|_| "no saved graph".to_string())?;
+        let m: Manifest =
+            serde_json::from_slice(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
+        if m.dim != dim || m.params != params {
+            return Err(format!(
+                "saved graph has dim {} and {:?}; want {dim} and {params:?}",
+                m.dim, m.params
+            ));
+        }
+        let folder = dir.join(&m.folder);
+        let graph_file = folder.join(format!("{}.hnsw.graph", m.basename));
+        if !graph_file.is_file() {
+            return Err(format!("{} is missing", graph_file.display()));
+        }
+        // `load_hnsw` borrows its loader for the graph's lifetime; one loader
+        // per open is leaked so the graph can be owned ('static).
+        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&folder, &m.basename)));
+        let hnsw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let io = io; // moved in, so the closure is FnOnce
+            load_graph(io)
+        }))
+        .map_err(|_| "the saved graph is corrupt".to_string())?
+        .map_err(|e| format!("unreadable graph: {e}"))?;
+        if hnsw.get_nb_point() != m.points {
+            return Err(format!(
+                "saved graph holds {} points, manifest says {}",
+                hnsw.get_nb_point(),
+                m.points
+            ));
+        }
+        Ok(Self {
+            hnsw,
+            dim,
+            params,
+            max_id: m.max_id,
+            tombstones: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    /// Inserts every store vector newer than the graph. Returns how many.
+    pub fn catch_up(&mut self, store: &Store) -> Result<usize, AnnError> {
+        let mut batch: Vec<(u64, Vec<f32>)> = Vec::new();
+        let mut n = 0;
+        for item in store.vectors_after(self.max_id) {
+            batch.push(item?);
+            if batch.len() == 4096 {
+                n += batch.len();
+                self.insert(&batch);
+                batch.clear();
+            }
+        }
+        n += batch.len();
+        self.insert(&batch);
+        Ok(n)
+    }
+
+    /// Inserts (id, vector) pairs in parallel. Ids must be new and increasing.
+    pub fn insert(&mut self, points: &[(u64, Vec<f32>)]) {
+        if points.is_empty() {
+            return;
+        }
+        let refs: Vec<(&[f32], usize)> = points
+            .iter()
+            .map(|(id, v)| (v.as_slice(), *id as usize))
+            .collect();
+        self.hnsw.parallel_insert_slice(&refs);
+        self.max_id = points.iter().map(|p| p.0).max().max(self.max_id);
+        self.dirty = true;
+    }
+
+    /// Marks ids as removed (they stay in the graph, never in results).
+    pub fn add_tombstones(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.tombstones.extend(ids.into_iter().map(|i| i as usize));
+        self.tombstones.sort_unstable();
+        self.tombstones.dedup();
+    }
+
+    pub fn points(&self) -> usize {
+        self.hnsw.get_nb_point()
+    }
+
+    pub fn live_points(&self) -> usize {
+        self.points().saturating_sub(self.tombstones.len())
+    }
+
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    pub fn needs_rebuild(&self) -> bool {
+        self.points() > 0
+            && self.tombstones.len() as f64 > REBUILD_TOMBSTONE_SHARE * self.points() as f64
+    }
+
+    /// Nearest live ids to `query` with their L2 distances; `ef` is the
+    /// search-time candidate list (larger: better recall, slower).
+    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(u64, f32)> {
+        let tombs = &self.tombstones;
+        let live = |id: &usize| tombs.binary_search(id).is_err();
+        self.hnsw
+            .search_filter(query, k, ef.max(k), Some(&live))
+            .into_iter()
+            .map(|n| (n.d_id as u64, n.distance))
+            .collect()
+    }
+
+    /// Replaces the graph with one built from the store's live vectors and
+    /// clears the store's tombstones.
+    pub fn rebuild(&mut self, store: &Store) -> Result<usize, AnnError> {
+        *self = Self::empty(self.dim, self.params, store.live_count()? as usize);
+        let n = self.catch_up(store)?;
+        store.clear_tombstones()?;
+        Ok(n)
+    }
+
+    /// Writes the graph if it changed since it was loaded or last saved.
+    pub fn save(&mut self, dir: &Path) -> Result<(), AnnError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let dump_err = |path: &Path, message: String| AnnError::Dump {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.points() == 0 {
+            // hnsw_rs cannot dump an empty graph; no manifest means "build
+            // from the store", which for an empty store is instant.
+            let _ = std::fs::remove_file(dir.join(MANIFEST));
+            self.dirty = false;
+            return Ok(());
+        }
+        let folder_name = format!(
+            "hnsw-{}-{}",
+            self.max_id.map_or(0, |m| m + 1),
+            self.points()
+        );
+        let folder = dir.join(&folder_name);
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).map_err(|e| dump_err(&folder, e.to_string()))?;
+        let basename = self
+            .hnsw
+            .file_dump(&folder, "graph")
+            .map_err(|e| dump_err(&folder, e.to_string()))?;
+        let manifest = Manifest {
+            folder: folder_name.clone(),
+            basename,
+            points: self.points(),
+            max_id: self.max_id,
+            dim: self.dim,
+            params: self.params,
+        };
+        let tmp = dir.join(format!("{MANIFEST}.tmp"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(&manifest).expect("serializable"))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(MANIFEST))
+        };
+        write().map_err(|e| dump_err(&dir.join(MANIFEST), e.to_string()))?;
+        // Older dumps are no longer named by the manifest.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("hnsw-") && name != folder_name {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}

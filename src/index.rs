@@ -1,0 +1,181 @@
+//! An index folder: the sled store (`db/`), the HNSW graph beside it, and
+//! the model it was built with.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::ann::{Ann, AnnError, HnswParams, OpenState};
+use crate::model::{Model, ModelError};
+use crate::store::{ModelStamp, Store, StoreError};
+
+/// Environment variable naming the index folder.
+pub const INDEX_ENV: &str = "IMGSEARCH_INDEX";
+/// Default index folder, relative to the working directory.
+pub const DEFAULT_INDEX: &str = "index";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("no index at {0} (create one with `imgsearch ingest DIR --index {0}`)")]
+    Missing(PathBuf),
+    #[error("cannot create the index folder {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the index at {path} was built with model `{indexed}` ({indexed_fp}); `{asked}` ({asked_fp}) would give incompatible embeddings. Use `--model {indexed}` (or omit --model), or re-embed everything with `imgsearch reindex --model {asked}`")]
+    ModelMismatch {
+        path: PathBuf,
+        indexed: String,
+        indexed_fp: String,
+        asked: String,
+        asked_fp: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ann(#[from] AnnError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub struct Index {
+    pub dir: PathBuf,
+    pub store: Store,
+    pub ann: Ann,
+    pub model: Model,
+    /// How the graph came up to date on open.
+    pub ann_state: OpenState,
+}
+
+impl Index {
+    /// Opens the index in `dir`. `model` is the model asked for (`None`: the
+    /// index's own). With `create`, a missing index is created with `model`
+    /// (or the default).
+    pub fn open(dir: &Path, model: Option<&str>, create: bool) -> Result<Self, IndexError> {
+        let db_dir = dir.join("db");
+        if !db_dir.exists() {
+            if !create {
+                return Err(IndexError::Missing(dir.to_path_buf()));
+            }
+            std::fs::create_dir_all(dir).map_err(|source| IndexError::Create {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let store = Store::open(&db_dir)?;
+        let model = match (store.model_stamp()?, model) {
+            (None, asked) => {
+                let model = Model::load(asked.unwrap_or(crate::model::DEFAULT_MODEL))?;
+                store.set_model_stamp(&stamp(&model))?;
+                model
+            }
+            (Some(stamp), None) => Model::load(&stamp.name)?,
+            (Some(stamp), Some(asked)) => {
+                let model = Model::load(asked)?;
+                if model.fingerprint != stamp.fingerprint {
+                    return Err(IndexError::ModelMismatch {
+                        path: dir.to_path_buf(),
+                        indexed: stamp.name,
+                        indexed_fp: stamp.fingerprint,
+                        asked: asked.to_string(),
+                        asked_fp: model.fingerprint,
+                    });
+                }
+                model
+            }
+        };
+        let stored = store.model_stamp()?.expect("stamped above");
+        if model.fingerprint != stored.fingerprint {
+            return Err(IndexError::ModelMismatch {
+                path: dir.to_path_buf(),
+                indexed: stored.name.clone(),
+                indexed_fp: stored.fingerprint,
+                asked: stored.name,
+                asked_fp: model.fingerprint,
+            });
+        }
+        let (ann, ann_state) = Ann::open(dir, &store, model.latent_dim(), HnswParams::default())?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            store,
+            ann,
+            model,
+            ann_state,
+        })
+    }
+
+    /// Saves the graph (if it changed) and flushes the store.
+    pub fn save(&mut self) -> Result<(), IndexError> {
+        self.store.flush()?;
+        self.ann.save(&self.dir)?;
+        Ok(())
+    }
+
+    /// Rebuilds the graph without tombstones and saves it.
+    pub fn compact(&mut self) -> Result<usize, IndexError> {
+        let n = self.ann.rebuild(&self.store)?;
+        self.ann.save(&self.dir)?;
+        Ok(n)
+    }
+
+    pub fn status(&self) -> Result<Status, IndexError> {
+        let mut labels = std::collections::BTreeMap::new();
+        let mut unlabelled = 0u64;
+        for item in self.store.records() {
+            let (_, rec) = item?;
+            match rec.label {
+                Some(l) => *labels.entry(l).or_insert(0u64) += 1,
+                None => unlabelled += 1,
+            }
+        }
+        Ok(Status {
+            index: self.dir.clone(),
+            model: self
+                .store
+                .model_stamp()?
+                .expect("an open index has a model"),
+            schema_version: self.store.schema_version()?,
+            images: self.store.live_count()?,
+            tombstones: self.store.tombstone_count()?,
+            graph_points: self.ann.points(),
+            roots: self.store.roots()?,
+            labels,
+            unlabelled,
+            bytes_on_disk: dir_size(&self.dir),
+        })
+    }
+}
+
+fn stamp(model: &Model) -> ModelStamp {
+    ModelStamp {
+        name: model.name.clone(),
+        fingerprint: model.fingerprint.clone(),
+        latent: model.latent_dim(),
+    }
+}
+
+/// What `imgsearch status` shows.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub index: PathBuf,
+    pub model: ModelStamp,
+    pub schema_version: u32,
+    pub images: u64,
+    pub tombstones: u64,
+    pub graph_points: usize,
+    pub roots: Vec<PathBuf>,
+    pub labels: std::collections::BTreeMap<String, u64>,
+    pub unlabelled: u64,
+    pub bytes_on_disk: u64,
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}

@@ -1,0 +1,494 @@
+//! Ingestion: walk → read, hash, decode, resize (rayon workers) → encode
+//! (candle, in batches) → store (one sled transaction per batch) → HNSW.
+//!
+//! Two stages overlap: a producer thread walks the tree and prepares batches
+//! of files in parallel, the calling thread encodes, writes and indexes them.
+//! A bounded channel between them keeps memory flat whatever the tree size.
+//!
+//! Incremental: a file whose path, size and mtime are in the store is
+//! skipped; one whose content hash is already stored reuses that record's
+//! embedding (a rename moves the record, a copy gets its own); vanished files
+//! become tombstones. Resumable: every batch commits atomically, so re-running
+//! after a kill finds the committed files unchanged and does the rest.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::imageio::{self, has_image_extension, DecodeLimits, Pixels};
+use crate::index::{Index, IndexError};
+use crate::model::Model;
+use crate::store::{path_to_bytes, Change, Record, Store, StoreError};
+
+/// Files prepared per batch (decode in parallel, one transaction).
+pub const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Glob patterns (matched against the path relative to the root, and
+    /// against the file name) of files and folders to leave out.
+    pub exclude: Vec<String>,
+    pub limits: DecodeLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot ingest {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid --exclude pattern: {0}")]
+    Glob(#[from] globset::Error),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ann(#[from] crate::ann::AnnError),
+    #[error("model failed: {0}")]
+    Model(#[from] crate::model::ModelError),
+}
+
+/// A file that could not be ingested.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What an ingest did.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestReport {
+    pub root: PathBuf,
+    /// Image files found.
+    pub scanned: u64,
+    /// New records (including identical copies of stored images).
+    pub added: u64,
+    /// Files whose content changed, re-embedded.
+    pub updated: u64,
+    /// Files recognized at a new path by content hash, not re-encoded.
+    pub renamed: u64,
+    pub unchanged: u64,
+    /// Records whose file vanished, now tombstones.
+    pub removed: u64,
+    pub failed: u64,
+    pub failures: Vec<Failure>,
+    /// Newly embedded images (encoder runs).
+    pub encoded: u64,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    /// Whether the graph was rebuilt to drop tombstones.
+    pub compacted: bool,
+}
+
+/// What the producer found for one file.
+enum Prepared {
+    Unchanged {
+        id: u64,
+    },
+    /// Same content, new size/mtime.
+    Touched {
+        id: u64,
+        record: Record,
+    },
+    /// Content already in the store (rename or copy): no decode needed.
+    Known {
+        record: Record,
+        same_as: Vec<u64>,
+        replaces: Option<u64>,
+    },
+    /// New content, decoded.
+    New {
+        record: Record,
+        pixels: Pixels,
+        replaces: Option<u64>,
+    },
+    Failed(Failure),
+}
+
+fn excludes(patterns: &[String]) -> Result<GlobSet, globset::Error> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p)?);
+    }
+    b.build()
+}
+
+/// Image files under `root` (for a progress total), honouring excludes.
+pub fn count_files(root: &Path, opts: &IngestOptions) -> Result<u64, IngestError> {
+    let set = excludes(&opts.exclude)?;
+    Ok(walk(root, &set)
+        .filter(|e| matches!(e, Ok(p) if has_image_extension(p)))
+        .count() as u64)
+}
+
+fn walk<'a>(
+    root: &'a Path,
+    set: &'a GlobSet,
+) -> impl Iterator<Item = Result<PathBuf, walkdir::Error>> + 'a {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(move |e| {
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+            e.depth() == 0 || !(set.is_match(rel) || set.is_match(e.file_name()))
+        })
+        .filter_map(|e| match e {
+            Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
+            Ok(_) => None,
+            Err(err) => Some(Err(err)),
+        })
+}
+
+/// Ingests every image under `root` into `index`.
+pub fn ingest(
+    index: &mut Index,
+    root: &Path,
+    opts: &IngestOptions,
+    progress: &ProgressBar,
+) -> Result<IngestReport, IngestError> {
+    let started = Instant::now();
+    let root = std::fs::canonicalize(root).map_err(|source| IngestError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if !root.is_dir() {
+        return Err(IngestError::Root {
+            path: root,
+            source: std::io::Error::other("not a folder"),
+        });
+    }
+    let set = excludes(&opts.exclude)?;
+    let mut report = IngestReport {
+        root: root.clone(),
+        ..Default::default()
+    };
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut unreadable_dirs: Vec<Vec<u8>> = Vec::new();
+
+    let Index {
+        store, ann, model, ..
+    } = index;
+    let (store, model) = (&*store, &*model);
+    std::thread::scope(|scope| -> Result<(), IngestError> {
+        let (tx, rx) = sync_channel::<(Vec<Prepared>, Vec<(PathBuf, String)>)>(2);
+        let root_ref = &root;
+        let set_ref = &set;
+        let limits = opts.limits;
+        let shape = (model.input_size(), model.channels());
+        scope.spawn(move || {
+            let mut paths = Vec::with_capacity(BATCH);
+            let mut walk_errors = Vec::new();
+            let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>| {
+                let prepared: Vec<Prepared> = paths
+                    .par_iter()
+                    .map(|p| prepare(p, root_ref, store, shape, limits))
+                    .collect();
+                paths.clear();
+                tx.send((prepared, std::mem::take(errors))).is_ok()
+            };
+            for entry in walk(root_ref, set_ref) {
+                match entry {
+                    Ok(p) if has_image_extension(&p) => paths.push(p),
+                    Ok(_) => {}
+                    Err(e) => {
+                        let path = e.path().unwrap_or(root_ref).to_path_buf();
+                        walk_errors.push((
+                            path,
+                            e.io_error().map_or(e.to_string(), |io| io.to_string()),
+                        ));
+                    }
+                }
+                if paths.len() == BATCH && !send(&mut paths, &mut walk_errors) {
+                    return;
+                }
+            }
+            send(&mut paths, &mut walk_errors);
+        });
+
+        for (batch, walk_errors) in rx {
+            for (path, reason) in walk_errors {
+                unreadable_dirs.push(path_to_bytes(&path));
+                report.failed += 1;
+                report.failures.push(Failure {
+                    path: path.display().to_string(),
+                    reason,
+                });
+            }
+            report.scanned += batch.len() as u64;
+            commit_batch(batch, store, ann, model, &mut seen, &mut report)?;
+            progress.set_position(report.scanned);
+        }
+        Ok(())
+    })?;
+
+    // Records under this root that the walk did not meet are gone, unless
+    // they sit in a folder that could not be read.
+    let mut prefix = path_to_bytes(&root);
+    prefix.push(b'/');
+    let mut gone = Vec::new();
+    for item in store.paths_under(&prefix) {
+        let (path, id) = item?;
+        if !seen.contains(&id) && !unreadable_dirs.iter().any(|d| path.starts_with(d)) {
+            gone.push(Change::Remove { id });
+        }
+    }
+    for chunk in gone.chunks(1024) {
+        store.apply(chunk)?;
+        report.removed += chunk.len() as u64;
+    }
+    if !gone.is_empty() {
+        ann.add_tombstones(gone.iter().map(|c| match c {
+            Change::Remove { id } => *id,
+            _ => unreachable!("only removals"),
+        }));
+    }
+    store.add_root(&root)?;
+    if ann.needs_rebuild() {
+        ann.rebuild(store)?;
+        report.compacted = true;
+    }
+    index.save()?;
+
+    report.seconds = started.elapsed().as_secs_f64();
+    report.images_per_second = report.encoded as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+/// Stat, hash and (when the content is new) decode one file.
+fn prepare(
+    path: &Path,
+    root: &Path,
+    store: &Store,
+    (input_size, channels): (usize, usize),
+    limits: DecodeLimits,
+) -> Prepared {
+    let fail = |reason: String| {
+        Prepared::Failed(Failure {
+            path: path.display().to_string(),
+            reason,
+        })
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("cannot read: {e}")),
+    };
+    let size = meta.len();
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    let path_bytes = path_to_bytes(path);
+    let existing = match store.id_for_path(&path_bytes) {
+        Ok(id) => id.and_then(|id| store.record(id).ok().flatten().map(|r| (id, r))),
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Some((id, rec)) = &existing {
+        if rec.size == size && rec.mtime_ns == mtime_ns {
+            return Prepared::Unchanged { id: *id };
+        }
+    }
+    if size == 0 {
+        return fail("empty file".into());
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read: {e}")),
+    };
+    let hash: [u8; 32] = *blake3::hash(&bytes).as_bytes();
+    let label = path
+        .parent()
+        .filter(|p| *p != root)
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let mut record = Record {
+        path: path_bytes,
+        size,
+        mtime_ns,
+        hash,
+        label,
+        width: 0,
+        height: 0,
+        recon_error: 0.0,
+        ingested_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let replaces = existing.as_ref().map(|(id, _)| *id);
+    if let Some((id, old)) = &existing {
+        if old.hash == hash {
+            record.width = old.width;
+            record.height = old.height;
+            record.recon_error = old.recon_error;
+            return Prepared::Touched { id: *id, record };
+        }
+    }
+    match store.ids_with_hash(&hash) {
+        Ok(ids) if !ids.is_empty() => {
+            return Prepared::Known {
+                record,
+                same_as: ids,
+                replaces,
+            }
+        }
+        Ok(_) => {}
+        Err(e) => return fail(e.to_string()),
+    }
+    let image = match imageio::decode_bytes(&bytes, path, limits) {
+        Ok(img) => img,
+        Err(e) => return fail(strip_path(e.to_string(), path)),
+    };
+    record.width = image.width();
+    record.height = image.height();
+    match imageio::to_pixels(&image, input_size, channels, path) {
+        Ok(pixels) => Prepared::New {
+            record,
+            pixels,
+            replaces,
+        },
+        Err(e) => fail(strip_path(e.to_string(), path)),
+    }
+}
+
+/// Errors from imageio start with the path; the report has it already.
+fn strip_path(message: String, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    message
+        .strip_prefix(&prefix)
+        .map(str::to_string)
+        .unwrap_or(message)
+}
+
+/// Encodes the new images of a batch, commits it in one transaction, then
+/// inserts the new points into the graph.
+fn commit_batch(
+    batch: Vec<Prepared>,
+    store: &Store,
+    ann: &mut crate::ann::Ann,
+    model: &Model,
+    seen: &mut HashSet<u64>,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    let mut changes = Vec::with_capacity(batch.len());
+    let mut to_encode: Vec<(usize, Pixels)> = Vec::new();
+    let mut had_removal = false;
+    for item in batch {
+        match item {
+            Prepared::Unchanged { id } => {
+                seen.insert(id);
+                report.unchanged += 1;
+            }
+            Prepared::Touched { id, record } => {
+                seen.insert(id);
+                report.unchanged += 1;
+                changes.push(Change::Touch { id, record });
+            }
+            Prepared::Failed(f) => {
+                report.failed += 1;
+                report.failures.push(f);
+            }
+            Prepared::Known {
+                mut record,
+                same_as,
+                replaces,
+            } => {
+                // A stored twin whose file is gone (and not already claimed in
+                // this run) was renamed here; otherwise this is a copy.
+                let mut moved = None;
+                for &id in &same_as {
+                    if seen.contains(&id) {
+                        continue;
+                    }
+                    if let Some(old) = store.record(id)? {
+                        if !old.path_buf().exists() {
+                            moved = Some((id, old));
+                            break;
+                        }
+                    }
+                }
+                if let Some(old_id) = replaces {
+                    changes.push(Change::Remove { id: old_id });
+                    had_removal = true;
+                }
+                match moved {
+                    Some((id, old)) => {
+                        record.width = old.width;
+                        record.height = old.height;
+                        record.recon_error = old.recon_error;
+                        seen.insert(id);
+                        changes.push(Change::Move { id, record });
+                        report.renamed += 1;
+                    }
+                    None => {
+                        let twin = same_as[0];
+                        let (Some(old), Some(vector)) = (store.record(twin)?, store.vector(twin)?)
+                        else {
+                            continue;
+                        };
+                        record.width = old.width;
+                        record.height = old.height;
+                        record.recon_error = old.recon_error;
+                        changes.push(Change::Add { record, vector });
+                        if replaces.is_some() {
+                            report.updated += 1;
+                        } else {
+                            report.added += 1;
+                        }
+                    }
+                }
+            }
+            Prepared::New {
+                record,
+                pixels,
+                replaces,
+            } => {
+                if replaces.is_some() {
+                    report.updated += 1;
+                    had_removal = true;
+                } else {
+                    report.added += 1;
+                }
+                to_encode.push((changes.len(), pixels));
+                changes.push(Change::Add {
+                    record,
+                    vector: Vec::new(),
+                });
+            }
+        }
+    }
+    if !to_encode.is_empty() {
+        let pixels: Vec<Pixels> = to_encode.iter().map(|(_, p)| p.clone()).collect();
+        let scored = model.embed_and_score(&pixels)?;
+        for ((at, _), (latent, error)) in to_encode.iter().zip(scored) {
+            if let Change::Add { record, vector } = &mut changes[*at] {
+                *vector = latent;
+                record.recon_error = error;
+            }
+        }
+        report.encoded += to_encode.len() as u64;
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let new_ids = store.apply(&changes)?;
+    let vectors = changes.into_iter().filter_map(|c| match c {
+        Change::Add { vector, .. } => Some(vector),
+        _ => None,
+    });
+    let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
+    seen.extend(new_ids.iter().copied());
+    ann.insert(&points);
+    if had_removal {
+        ann.add_tombstones(store.tombstones()?);
+    }
+    Ok(())
+}

@@ -1,0 +1,529 @@
+//! The store: sled, the source of truth for an index.
+//!
+//! Trees (keys are big-endian ids so they sort numerically):
+//! - `meta`: schema version, model, counters (`next_id`, `live`, `tombstones`), roots.
+//! - `images`: id → [`Record`] (postcard).
+//! - `vectors`: id → embedding, little-endian f32s. Immutable once written:
+//!   changed content gets a new id, which is what lets the HNSW graph be
+//!   append-only.
+//! - `paths`: path bytes → id (one live record per path).
+//! - `hashes`: blake3 ‖ id → () (renames, exact duplicates).
+//! - `tombstones`: id → () for ids still in the HNSW graph but no longer live.
+//!
+//! Every change is one multi-tree transaction, so a kill at any moment leaves
+//! whole batches or nothing; counters move in the same transaction.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+/// Current schema; [`MIGRATIONS`] lifts older stores to it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each runs
+/// in its own transaction-safe steps and bumps the version when done.
+const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the index database at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("the index at {path} has schema version {found}, newer than this imgsearch understands ({SCHEMA_VERSION}); upgrade imgsearch")]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("index database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error("corrupt record {id}: {message}")]
+    Corrupt { id: u64, message: String },
+}
+
+/// One image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Canonical path, as the OS's bytes (names need not be UTF-8).
+    pub path: Vec<u8>,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+    pub hash: [u8; 32],
+    /// Parent folder name (relative to the ingest root), for `root/<label>/file`.
+    pub label: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    /// The autoencoder's mean squared reconstruction error on this image.
+    pub recon_error: f32,
+    /// Unix seconds.
+    pub ingested_at: u64,
+}
+
+impl Record {
+    pub fn path_buf(&self) -> PathBuf {
+        bytes_to_path(&self.path)
+    }
+}
+
+pub fn path_to_bytes(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+pub fn bytes_to_path(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// Model identity recorded at creation; every later command must match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelStamp {
+    pub name: String,
+    pub fingerprint: String,
+    pub latent: usize,
+}
+
+/// One change in a batch.
+pub enum Change {
+    /// A new record with its embedding.
+    Add { record: Record, vector: Vec<f32> },
+    /// Same content at a new path: the record moves, its id and vector stay.
+    Move { id: u64, record: Record },
+    /// Same content, new size/mtime (touched): metadata only.
+    Touch { id: u64, record: Record },
+    /// Gone (or replaced by new content): the id becomes a tombstone.
+    Remove { id: u64 },
+}
+
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    images: sled::Tree,
+    vectors: sled::Tree,
+    paths: sled::Tree,
+    hashes: sled::Tree,
+    tombstones: sled::Tree,
+}
+
+fn key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn id_of(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8-byte id"))
+}
+
+fn hash_key(hash: &[u8; 32], id: u64) -> Vec<u8> {
+    let mut k = hash.to_vec();
+    k.extend_from_slice(&key(id));
+    k
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+
+fn tx_counter(meta: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64> {
+    let current = meta
+        .get(name)?
+        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0);
+    let next = (current as i64 + delta).max(0) as u64;
+    meta.insert(name, &next.to_be_bytes())?;
+    Ok(next)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`, migrating old schemas.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let store = Self {
+            meta: db.open_tree("meta")?,
+            images: db.open_tree("images")?,
+            vectors: db.open_tree("vectors")?,
+            paths: db.open_tree("paths")?,
+            hashes: db.open_tree("hashes")?,
+            tombstones: db.open_tree("tombstones")?,
+            db,
+        };
+        store.migrate(dir)?;
+        Ok(store)
+    }
+
+    fn migrate(&self, dir: &Path) -> Result<(), StoreError> {
+        let found = self.meta_u64("schema_version")? as u32;
+        if found == 0 {
+            // A new store starts at the current version.
+            self.meta
+                .insert("schema_version", &(SCHEMA_VERSION as u64).to_be_bytes())?;
+            self.db.flush()?;
+            return Ok(());
+        }
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: dir.to_path_buf(),
+                found,
+            });
+        }
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize - 1) {
+            migration(&self.db)?;
+            self.meta
+                .insert("schema_version", &(i as u64 + 2).to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self.meta_u64("schema_version")? as u32)
+    }
+
+    fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(name)?
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0))
+    }
+
+    /// Live records (kept as a counter: sled's `len` scans the tree).
+    pub fn live_count(&self) -> Result<u64, StoreError> {
+        self.meta_u64("live")
+    }
+
+    pub fn tombstone_count(&self) -> Result<u64, StoreError> {
+        self.meta_u64("tombstones")
+    }
+
+    pub fn model_stamp(&self) -> Result<Option<ModelStamp>, StoreError> {
+        match self.meta.get("model")? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    id: 0,
+                    message: format!("model stamp: {e}"),
+                }),
+        }
+    }
+
+    pub fn set_model_stamp(&self, stamp: &ModelStamp) -> Result<(), StoreError> {
+        self.meta
+            .insert("model", serde_json::to_vec(stamp).expect("serializable"))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Folders that have been ingested, canonical.
+    pub fn roots(&self) -> Result<Vec<PathBuf>, StoreError> {
+        Ok(self
+            .meta
+            .get("roots")?
+            .and_then(|v| serde_json::from_slice::<Vec<Vec<u8>>>(&v).ok())
+            .unwrap_or_default()
+            .iter()
+            .map(|b| bytes_to_path(b))
+            .collect())
+    }
+
+    pub fn add_root(&self, root: &Path) -> Result<(), StoreError> {
+        let mut roots: Vec<Vec<u8>> = self.roots()?.iter().map(|p| path_to_bytes(p)).collect();
+        let new = path_to_bytes(root);
+        if !roots.contains(&new) {
+            roots.push(new);
+            roots.sort();
+            self.meta
+                .insert("roots", serde_json::to_vec(&roots).expect("serializable"))?;
+        }
+        Ok(())
+    }
+
+    pub fn id_for_path(&self, path: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.paths.get(path)?.map(|v| id_of(&v)))
+    }
+
+    pub fn record(&self, id: u64) -> Result<Option<Record>, StoreError> {
+        match self.images.get(key(id))? {
+            None => Ok(None),
+            Some(v) => postcard::from_bytes(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    id,
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>, StoreError> {
+        Ok(self.vectors.get(key(id))?.map(|v| bytes_to_vector(&v)))
+    }
+
+    /// Live ids whose content hash is `hash`.
+    pub fn ids_with_hash(&self, hash: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
+        self.hashes
+            .scan_prefix(hash)
+            .keys()
+            .map(|k| Ok(id_of(&k?[32..])))
+            .collect()
+    }
+
+    /// Every live (id, record), in id order.
+    pub fn records(&self) -> impl Iterator<Item = Result<(u64, Record), StoreError>> + '_ {
+        self.images.iter().map(|kv| {
+            let (k, v) = kv?;
+            let id = id_of(&k);
+            let rec = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
+                id,
+                message: e.to_string(),
+            })?;
+            Ok((id, rec))
+        })
+    }
+
+    /// Every live (id, embedding), in id order; `after` skips ids ≤ it.
+    pub fn vectors_after(
+        &self,
+        after: Option<u64>,
+    ) -> impl Iterator<Item = Result<(u64, Vec<f32>), StoreError>> + '_ {
+        let start = after.map_or(0, |a| a + 1);
+        self.vectors.range(key(start)..).map(|kv| {
+            kv.map(|(k, v)| (id_of(&k), bytes_to_vector(&v)))
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Live (id, path) pairs whose path starts with `prefix`.
+    pub fn paths_under(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, u64), StoreError>> + '_ {
+        self.paths.scan_prefix(prefix).map(|kv| {
+            kv.map(|(k, v)| (k.to_vec(), id_of(&v)))
+                .map_err(StoreError::from)
+        })
+    }
+
+    pub fn tombstones(&self) -> Result<Vec<u64>, StoreError> {
+        self.tombstones
+            .iter()
+            .keys()
+            .map(|k| Ok(id_of(&k?)))
+            .collect()
+    }
+
+    /// Clears the tombstones after the graph was rebuilt without them.
+    pub fn clear_tombstones(&self) -> Result<(), StoreError> {
+        // Read first: iterating a tree inside its own transaction deadlocks.
+        let ids = self.tombstones()?;
+        (&self.meta, &self.tombstones)
+            .transaction(|(meta, tombs)| {
+                for id in &ids {
+                    tombs.remove(&key(*id))?;
+                }
+                meta.insert("tombstones", &0u64.to_be_bytes())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically and makes it durable. Returns the new ids
+    /// of `Add` changes, in order.
+    pub fn apply(&self, changes: &[Change]) -> Result<Vec<u64>, StoreError> {
+        let ids = (
+            &self.meta,
+            &self.images,
+            &self.vectors,
+            &self.paths,
+            &self.hashes,
+            &self.tombstones,
+        )
+            .transaction(|(meta, images, vectors, paths, hashes, tombs)| {
+                let mut added = Vec::new();
+                for change in changes {
+                    match change {
+                        Change::Add { record, vector } => {
+                            let id = tx_counter(meta, "next_id", 1)? - 1;
+                            // A path has one live record: replace any older one.
+                            if let Some(old) = paths.get(&record.path)? {
+                                remove_tx(
+                                    meta,
+                                    images,
+                                    vectors,
+                                    paths,
+                                    hashes,
+                                    tombs,
+                                    id_of(&old),
+                                )?;
+                            }
+                            images.insert(&key(id), encode(record))?;
+                            vectors.insert(&key(id), vector_bytes(vector))?;
+                            paths.insert(record.path.as_slice(), &key(id))?;
+                            hashes.insert(hash_key(&record.hash, id), &[])?;
+                            tx_counter(meta, "live", 1)?;
+                            added.push(id);
+                        }
+                        Change::Move { id, record } | Change::Touch { id, record } => {
+                            let Some(old) = images.get(key(*id))? else {
+                                continue;
+                            };
+                            let old: Record = postcard::from_bytes(&old)
+                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                            if old.path != record.path {
+                                paths.remove(old.path.as_slice())?;
+                                if let Some(other) = paths.get(&record.path)? {
+                                    if id_of(&other) != *id {
+                                        remove_tx(
+                                            meta,
+                                            images,
+                                            vectors,
+                                            paths,
+                                            hashes,
+                                            tombs,
+                                            id_of(&other),
+                                        )?;
+                                    }
+                                }
+                                paths.insert(record.path.as_slice(), &key(*id))?;
+                            }
+                            images.insert(&key(*id), encode(record))?;
+                        }
+                        Change::Remove { id } => {
+                            remove_tx(meta, images, vectors, paths, hashes, tombs, *id)?;
+                        }
+                    }
+                }
+                Ok(added)
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(ids)
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    postcard::to_stdvec(record).expect("records serialize")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn remove_tx(
+    meta: &TransactionalTree,
+    images: &TransactionalTree,
+    vectors: &TransactionalTree,
+    paths: &TransactionalTree,
+    hashes: &TransactionalTree,
+    tombs: &TransactionalTree,
+    id: u64,
+) -> TxResult<()> {
+    let Some(old) = images.remove(&key(id))? else {
+        return Ok(());
+    };
+    let old: Record = postcard::from_bytes(&old)
+        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+    vectors.remove(&key(id))?;
+    if paths.get(&old.path)?.is_some_and(|v| id_of(&v) == id) {
+        paths.remove(old.path.as_slice())?;
+    }
+    hashes.remove(hash_key(&old.hash, id))?;
+    tombs.insert(&key(id), &[])?;
+    tx_counter(meta, "live", -1)?;
+    tx_counter(meta, "tombstones", 1)?;
+    Ok(())
+}
+
+fn tx_error(e: TransactionError<String>) -> StoreError {
+    match e {
+        TransactionError::Abort(message) => StoreError::Corrupt { id: 0, message },
+        TransactionError::Storage(e) => StoreError::Db(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(path: &str, hash: u8) -> Record {
+        Record {
+            path: path.as_bytes().to_vec(),
+            size: 10,
+            mtime_ns: 1,
+            hash: [hash; 32],
+            label: Some("x".into()),
+            width: 4,
+            height: 4,
+            recon_error: 0.1,
+            ingested_at: 0,
+        }
+    }
+
+    #[test]
+    fn add_move_remove_keep_counters_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let ids = store
+            .apply(&[
+                Change::Add {
+                    record: record("/a/1.png", 1),
+                    vector: vec![1.0, 2.0],
+                },
+                Change::Add {
+                    record: record("/a/2.png", 1),
+                    vector: vec![1.0, 2.0],
+                },
+            ])
+            .unwrap();
+        assert_eq!(ids, [0, 1]);
+        assert_eq!(store.live_count().unwrap(), 2);
+        assert_eq!(store.ids_with_hash(&[1; 32]).unwrap(), [0, 1]);
+        store
+            .apply(&[Change::Move {
+                id: 0,
+                record: record("/b/1.png", 1),
+            }])
+            .unwrap();
+        assert_eq!(store.id_for_path(b"/a/1.png").unwrap(), None);
+        assert_eq!(store.id_for_path(b"/b/1.png").unwrap(), Some(0));
+        store.apply(&[Change::Remove { id: 1 }]).unwrap();
+        assert_eq!(
+            (
+                store.live_count().unwrap(),
+                store.tombstone_count().unwrap()
+            ),
+            (1, 1)
+        );
+        assert_eq!(store.tombstones().unwrap(), [1]);
+        assert_eq!(store.vector(0).unwrap(), Some(vec![1.0, 2.0]));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.live_count().unwrap(), 1);
+        let paths: Vec<_> = store.paths_under(b"/b/").map(|r| r.unwrap().1).collect();
+        assert_eq!(paths, [0]);
+        store.clear_tombstones().unwrap();
+        assert_eq!(store.tombstone_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,368 @@
+//! `imgsearch ingest` end to end on real image files: counts, incremental
+//! changes, broken files, and kill -9 at random moments.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use imgsearch::index::Index;
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn ingest(root: &Path, index: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = bin()
+        .arg("ingest")
+        .arg(root)
+        .arg("--index")
+        .arg(index)
+        .args(["--model", "digits", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), json_of(&out))
+}
+
+fn status(index: &Path) -> Value {
+    let out = bin()
+        .args(["status", "--json", "--index"])
+        .arg(index)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&out)
+}
+
+/// Writes `n` distinct little images in several formats under `dir`.
+fn generated_images(dir: &Path, n: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let img = image::RgbImage::from_fn(40 + i, 30, |x, y| {
+                image::Rgb([
+                    (x * 5 + i * 17) as u8,
+                    (y * 7 + i * 3) as u8,
+                    ((x ^ y) * 3) as u8,
+                ])
+            });
+            let (ext, fmt) = [
+                ("png", image::ImageFormat::Png),
+                ("jpg", image::ImageFormat::Jpeg),
+                ("gif", image::ImageFormat::Gif),
+                ("webp", image::ImageFormat::WebP),
+            ][i as usize % 4];
+            let path = dir.join(format!("gen{i}.{ext}"));
+            let dynimg = image::DynamicImage::ImageRgb8(img);
+            let dynimg = if fmt == image::ImageFormat::Gif {
+                image::DynamicImage::ImageRgba8(dynimg.to_rgba8())
+            } else {
+                dynimg
+            };
+            dynimg.save_with_format(&path, fmt).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn png_bytes(w: u32, h: u32, seed: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([(x as u8).wrapping_mul(seed) ^ y as u8])
+    })
+    .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+    .unwrap();
+    out
+}
+
+/// MNIST test images exported as `root/<digit>/NNNNN.png`, or `None` (skip).
+fn mnist_tree(root: &Path, limit: usize) -> Option<()> {
+    let Some(src) = imgsearch::dataset::data_root()
+        .map(|d| d.join("mnist"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+        return None;
+    };
+    let out = bin()
+        .args(["dataset", "export", "mnist"])
+        .arg(src)
+        .arg("--out")
+        .arg(root)
+        .args(["--split", "test", "--limit", &limit.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    Some(())
+}
+
+#[test]
+fn ingest_counts_incremental_changes_and_bad_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    let index = tmp.path().join("index");
+    if mnist_tree(&root, 200).is_none() {
+        return;
+    }
+    let generated = generated_images(&root.join("generated"), 12);
+    let broken = root.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("zero.png"), b"").unwrap();
+    std::fs::write(broken.join("garbage.jpg"), b"this is text, not a jpeg").unwrap();
+    let png = png_bytes(64, 64, 3);
+    std::fs::write(broken.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    std::fs::write(broken.join("huge.png"), png_bytes(1500, 1000, 5)).unwrap(); // 1.5 MP, over the 1 MP cap below
+    std::fs::write(broken.join("notes.txt"), b"ignored: not an image extension").unwrap();
+    // A non-UTF-8 file name holding a good image.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = root
+        .join("generated")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
+    std::fs::write(&odd, png_bytes(28, 28, 9)).unwrap();
+    let good = 200 + 12 + 1;
+
+    let (code, r) = ingest(&root, &index, &["--max-megapixels", "1"]);
+    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(r["scanned"], good + 4);
+    assert_eq!(r["added"], good);
+    assert_eq!(r["encoded"], good);
+    assert_eq!(r["failed"], 4);
+    let failures: BTreeMap<String, String> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                Path::new(f["path"].as_str().unwrap())
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                f["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(failures["zero.png"].contains("empty"), "{failures:?}");
+    assert!(
+        failures["huge.png"].contains("above the limit"),
+        "{failures:?}"
+    );
+    assert!(failures.contains_key("garbage.jpg") && failures.contains_key("truncated.png"));
+
+    let s = status(&index);
+    assert_eq!(s["images"], good);
+    assert_eq!(s["model"]["name"], "digits");
+    assert_eq!(s["labels"]["generated"], 13);
+    let digits: u64 = (0..10)
+        .map(|d| s["labels"][d.to_string()].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(digits, 200);
+    assert_eq!(s["graph_points"], good);
+
+    // Nothing changed: nothing is decoded or encoded again.
+    let (code, r) = ingest(&root, &index, &["--max-megapixels", "1"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        (
+            r["unchanged"].as_u64(),
+            r["encoded"].as_u64(),
+            r["added"].as_u64()
+        ),
+        (Some(good), Some(0), Some(0))
+    );
+
+    // Modify one, rename one, delete one, add one, copy one.
+    std::fs::write(&generated[0], png_bytes(33, 33, 77)).unwrap();
+    let moved_to = root.join("7").join("moved-here.gif");
+    std::fs::rename(&generated[2], &moved_to).unwrap();
+    std::fs::remove_file(&generated[3]).unwrap();
+    std::fs::write(
+        root.join("generated").join("new.png"),
+        png_bytes(20, 40, 13),
+    )
+    .unwrap();
+    std::fs::copy(&generated[1], root.join("generated").join("copy-of-1.jpg")).unwrap();
+    let (code, r) = ingest(&root, &index, &["--max-megapixels", "1"]);
+    assert_eq!(code, Some(0));
+    let counts: Vec<u64> = ["updated", "renamed", "removed", "added", "encoded"]
+        .iter()
+        .map(|k| r[*k].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 1, 1, 2, 2],
+        "updated, renamed, removed, added (new + copy), encoded (modified + new): {r}"
+    );
+    assert_eq!(r["unchanged"], good - 3);
+    let s = status(&index);
+    assert_eq!(s["images"], good + 1);
+    assert_eq!(
+        s["labels"]["7"].as_u64().unwrap(),
+        s["labels"]["7"].as_u64().unwrap()
+    ); // label present
+       // Graph: every live record is a point; replaced and removed ones are tombstones.
+    assert_eq!(
+        s["graph_points"].as_u64().unwrap() - s["tombstones"].as_u64().unwrap(),
+        s["images"].as_u64().unwrap()
+    );
+
+    // The moved image kept its record and embedding; each image finds itself.
+    let idx = Index::open(&index, None, false).unwrap();
+    let moved_id = idx
+        .store
+        .id_for_path(moved_to.canonicalize().unwrap().as_os_str().as_bytes())
+        .unwrap()
+        .expect("moved file stored");
+    assert_eq!(
+        idx.store
+            .record(moved_id)
+            .unwrap()
+            .unwrap()
+            .label
+            .as_deref(),
+        Some("7")
+    );
+    for item in idx.store.vectors_after(None).take(50) {
+        let (id, v) = item.unwrap();
+        let hits = idx.ann.search(&v, 1, 64);
+        assert_eq!(
+            hits[0].1, 0.0,
+            "id {id} should find an identical vector first"
+        );
+    }
+    drop(idx);
+
+    // Compact drops the tombstones.
+    let out = bin()
+        .args(["compact", "--json", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = status(&index);
+    assert_eq!(
+        (s["tombstones"].as_u64(), s["graph_points"].as_u64()),
+        (Some(0), s["images"].as_u64())
+    );
+}
+
+#[test]
+fn a_different_model_is_refused_and_nothing_ingestable_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    generated_images(&root, 3);
+    let index = tmp.path().join("idx");
+    let (code, _) = ingest(&root, &index, &[]);
+    assert_eq!(code, Some(0));
+    let out = bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .args(["--model", "fashion"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("built with model `digits`") && err.contains("reindex"),
+        "{err}"
+    );
+
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.png"), b"nope").unwrap();
+    let (code, r) = ingest(&bad, &tmp.path().join("idx2"), &[]);
+    assert_eq!(code, Some(1), "nothing could be ingested: {r}");
+    assert_eq!(r["failed"], 1);
+}
+
+/// Path → embedding of every live record.
+fn contents(index: &Path) -> BTreeMap<Vec<u8>, Vec<f32>> {
+    let idx = Index::open(index, None, false).unwrap();
+    assert_eq!(
+        idx.ann.live_points() as u64,
+        idx.store.live_count().unwrap(),
+        "graph points = live records"
+    );
+    idx.store
+        .records()
+        .map(|r| {
+            let (id, rec) = r.unwrap();
+            (rec.path, idx.store.vector(id).unwrap().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    if mnist_tree(&root, 1500).is_none() {
+        return;
+    }
+    let reference = tmp.path().join("reference");
+    let (code, _) = ingest(&root, &reference, &[]);
+    assert_eq!(code, Some(0));
+    let want = contents(&reference);
+    assert_eq!(want.len(), 1500);
+
+    let crashed = tmp.path().join("crashed");
+    // Deterministic "random" moments spread over the run, from start-up to the end.
+    let mut kills = 0;
+    for delay_ms in [40u64, 260, 120, 700, 390, 1100] {
+        let mut child = bin()
+            .arg("ingest")
+            .arg(&root)
+            .arg("--index")
+            .arg(&crashed)
+            .args(["--model", "digits"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 3, "the kills must land mid-run (only {kills} did)");
+    let (code, r) = ingest(&root, &crashed, &[]);
+    assert_eq!(code, Some(0), "{r}");
+    let got = contents(&crashed);
+    assert_eq!(got.len(), want.len(), "no duplicates, no missing records");
+    for (path, v) in &want {
+        let g = got
+            .get(path)
+            .unwrap_or_else(|| panic!("missing {}", String::from_utf8_lossy(path)));
+        let diff = v
+            .iter()
+            .zip(g)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "embedding of {} differs by {diff}",
+            String::from_utf8_lossy(path)
+        );
+    }
+}
