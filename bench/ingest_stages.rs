@@ -57,18 +57,11 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
 
+    let (size, channels) = (model.input_size(), model.channels());
     let t = Instant::now();
     let pixels: Vec<Pixels> = files
         .par_iter()
-        .filter_map(|p| {
-            imageio::load_pixels(
-                p,
-                model.input_size(),
-                model.channels(),
-                DecodeLimits::default(),
-            )
-            .ok()
-        })
+        .filter_map(|p| imageio::load_pixels(p, size, channels, DecodeLimits::default()).ok())
         .collect();
     rows.push((
         "decode + resize".into(),
