@@ -147,7 +147,8 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .filter(|id| {
                 let v = &flat[**id as usize * dim..(**id as usize + 1) * dim];
-                v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() <= cutoff * (1.0 + 1e-3) + 1e-3
+                v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                    <= cutoff * (1.0 + 1e-3) + 1e-3
             })
             .count()
             .min(10);

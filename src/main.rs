@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-embed every image of an index with another model (re-ingests its roots).
+    Reindex {
+        #[command(flatten)]
+        index: IndexArg,
+        /// The new model: a default name or a model file.
+        #[arg(long, short)]
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild the HNSW graph without the tombstones of removed images.
     Compact {
         #[command(flatten)]
@@ -188,6 +198,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(args),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
+        Command::Reindex { index, model, json } => reindex(index.index, model, json),
         Command::Embed(args) => embed(args),
         Command::Train(args) => train(args),
         Command::Dataset(DatasetCommand::Export {
@@ -295,6 +306,33 @@ fn status(dir: PathBuf, json: bool) -> Result<ExitCode> {
         );
         for (label, n) in &s.labels {
             println!("  {label:<20} {n:>8}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reindex(dir: PathBuf, model: String, json: bool) -> Result<ExitCode> {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    let reports = index::reindex(&dir, &model, &IngestOptions::default(), &bar)
+        .with_context(|| format!("re-indexing {} with model `{model}`", dir.display()))?;
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "model": model, "roots": reports }))?
+        );
+    } else {
+        for r in &reports {
+            println!(
+                "{}: {} images re-embedded with `{model}`, {} failed",
+                r.root.display(),
+                r.added,
+                r.failed
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -353,6 +353,14 @@ impl Store {
             &self.tombstones,
         )
             .transaction(|(meta, images, vectors, paths, hashes, tombs)| {
+                let tx = TxTrees {
+                    meta,
+                    images,
+                    vectors,
+                    paths,
+                    hashes,
+                    tombs,
+                };
                 let mut added = Vec::new();
                 for change in changes {
                     match change {
@@ -360,15 +368,7 @@ impl Store {
                             let id = tx_counter(meta, "next_id", 1)? - 1;
                             // A path has one live record: replace any older one.
                             if let Some(old) = paths.get(&record.path)? {
-                                remove_tx(
-                                    meta,
-                                    images,
-                                    vectors,
-                                    paths,
-                                    hashes,
-                                    tombs,
-                                    id_of(&old),
-                                )?;
+                                tx.remove(id_of(&old))?;
                             }
                             images.insert(&key(id), encode(record))?;
                             vectors.insert(&key(id), vector_bytes(vector))?;
@@ -387,15 +387,7 @@ impl Store {
                                 paths.remove(old.path.as_slice())?;
                                 if let Some(other) = paths.get(&record.path)? {
                                     if id_of(&other) != *id {
-                                        remove_tx(
-                                            meta,
-                                            images,
-                                            vectors,
-                                            paths,
-                                            hashes,
-                                            tombs,
-                                            id_of(&other),
-                                        )?;
+                                        tx.remove(id_of(&other))?;
                                     }
                                 }
                                 paths.insert(record.path.as_slice(), &key(*id))?;
@@ -403,7 +395,7 @@ impl Store {
                             images.insert(&key(*id), encode(record))?;
                         }
                         Change::Remove { id } => {
-                            remove_tx(meta, images, vectors, paths, hashes, tombs, *id)?;
+                            tx.remove(*id)?;
                         }
                     }
                 }
@@ -429,30 +421,34 @@ fn encode(record: &Record) -> Vec<u8> {
     postcard::to_stdvec(record).expect("records serialize")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn remove_tx(
-    meta: &TransactionalTree,
-    images: &TransactionalTree,
-    vectors: &TransactionalTree,
-    paths: &TransactionalTree,
-    hashes: &TransactionalTree,
-    tombs: &TransactionalTree,
-    id: u64,
-) -> TxResult<()> {
-    let Some(old) = images.remove(&key(id))? else {
-        return Ok(());
-    };
-    let old: Record = postcard::from_bytes(&old)
-        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-    vectors.remove(&key(id))?;
-    if paths.get(&old.path)?.is_some_and(|v| id_of(&v) == id) {
-        paths.remove(old.path.as_slice())?;
+/// The trees of one transaction, so helpers take one argument.
+struct TxTrees<'a> {
+    meta: &'a TransactionalTree,
+    images: &'a TransactionalTree,
+    vectors: &'a TransactionalTree,
+    paths: &'a TransactionalTree,
+    hashes: &'a TransactionalTree,
+    tombs: &'a TransactionalTree,
+}
+
+impl TxTrees<'_> {
+    /// Drops a live record from every tree and makes its id a tombstone.
+    fn remove(&self, id: u64) -> TxResult<()> {
+        let Some(old) = self.images.remove(&key(id))? else {
+            return Ok(());
+        };
+        let old: Record = postcard::from_bytes(&old)
+            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+        self.vectors.remove(&key(id))?;
+        if self.paths.get(&old.path)?.is_some_and(|v| id_of(&v) == id) {
+            self.paths.remove(old.path.as_slice())?;
+        }
+        self.hashes.remove(hash_key(&old.hash, id))?;
+        self.tombs.insert(&key(id), &[])?;
+        tx_counter(self.meta, "live", -1)?;
+        tx_counter(self.meta, "tombstones", 1)?;
+        Ok(())
     }
-    hashes.remove(hash_key(&old.hash, id))?;
-    tombs.insert(&key(id), &[])?;
-    tx_counter(meta, "live", -1)?;
-    tx_counter(meta, "tombstones", 1)?;
-    Ok(())
 }
 
 fn tx_error(e: TransactionError<String>) -> StoreError {

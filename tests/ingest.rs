@@ -286,6 +286,33 @@ fn a_different_model_is_refused_and_nothing_ingestable_fails() {
         "{err}"
     );
 
+    // Re-embedding under the other model makes it the index's model.
+    let out = bin()
+        .args(["reindex", "--json", "--model", "fashion", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["roots"][0]["added"], 3);
+    let s = status(&index);
+    assert_eq!(
+        (s["model"]["name"].as_str(), s["images"].as_u64()),
+        (Some("fashion"), Some(3))
+    );
+    let out = bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .args(["--model", "fashion"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     std::fs::write(bad.join("x.png"), b"nope").unwrap();
