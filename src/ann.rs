@@ -236,10 +236,23 @@ impl Ann {
     /// Nearest live ids to `query` with their L2 distances; `ef` is the
     /// search-time candidate list (larger: better recall, slower).
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(u64, f32)> {
+        self.search_where(query, k, ef, |_| true)
+    }
+
+    /// Like [`Ann::search`], keeping only ids that pass `keep`. The filter
+    /// runs inside the graph walk, so k results come back whenever k live
+    /// ids pass it and the walk reaches them.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: impl Fn(u64) -> bool,
+    ) -> Vec<(u64, f32)> {
         let tombs = &self.tombstones;
-        let live = |id: &usize| tombs.binary_search(id).is_err();
+        let filter = |id: &usize| tombs.binary_search(id).is_err() && keep(*id as u64);
         self.hnsw
-            .search_filter(query, k, ef.max(k), Some(&live))
+            .search_filter(query, k, ef.max(k), Some(&filter))
             .into_iter()
             .map(|n| (n.d_id as u64, n.distance))
             .collect()

@@ -14,5 +14,6 @@ pub mod index;
 pub mod ingest;
 pub mod knn;
 pub mod model;
+pub mod search;
 pub mod store;
 pub mod walk;

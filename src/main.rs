@@ -39,6 +39,8 @@ struct Cli {
 enum Command {
     /// Walk a folder, embed every image, store and index it (incremental, resumable).
     Ingest(IngestArgs),
+    /// Find the indexed images most similar to an image (or several).
+    Query(QueryArgs),
     /// Show what an index holds: model, counts, roots, labels, size on disk.
     Status {
         #[command(flatten)]
@@ -102,6 +104,41 @@ struct IngestArgs {
     #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
     max_megapixels: f64,
     /// Print the full report as JSON (every failure with its reason).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// Query images, or folders of them; an indexed path uses its stored embedding.
+    #[arg(required_unless_present = "id")]
+    images: Vec<PathBuf>,
+    /// Query by the stored embedding of this record id instead.
+    #[arg(long, conflicts_with = "images")]
+    id: Option<u64>,
+    #[command(flatten)]
+    index: IndexArg,
+    /// How many neighbours.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    /// Only images under this folder.
+    #[arg(long)]
+    under: Option<PathBuf>,
+    /// Only images with this label.
+    #[arg(long)]
+    label: Option<String>,
+    /// Exact brute-force search (the default for small indexes and filters).
+    #[arg(long)]
+    exact: bool,
+    /// Use the HNSW graph even where the exact scan would be picked.
+    #[arg(long, conflicts_with = "exact")]
+    hnsw: bool,
+    /// HNSW search candidate list size (larger: better recall, slower).
+    #[arg(long)]
+    ef: Option<usize>,
+    /// Print only the result paths, one per line.
+    #[arg(long)]
+    paths_only: bool,
     #[arg(long)]
     json: bool,
 }
@@ -196,6 +233,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(args) => ingest(args),
+        Command::Query(args) => query(args),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
         Command::Reindex { index, model, json } => reindex(index.index, model, json),
@@ -274,6 +312,127 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn query(args: QueryArgs) -> Result<ExitCode> {
+    use imgsearch::search::{self, QueryOptions};
+    use rayon::prelude::*;
+    let idx = Index::open(&args.index.index, None, false)?;
+    let opts = QueryOptions {
+        k: args.k,
+        under: args.under.clone(),
+        label: args.label.clone(),
+        exact: args.exact,
+        hnsw: args.hnsw,
+        ef: args.ef,
+    };
+    // Each query: a name and its latent, or why it has none.
+    let mut queries: Vec<(String, Result<Vec<f32>, String>)> = Vec::new();
+    if let Some(id) = args.id {
+        let v = idx
+            .store
+            .vector(id)?
+            .ok_or_else(|| anyhow::anyhow!("no live record with id {id}"))?;
+        queries.push((format!("id {id}"), Ok(v)));
+    }
+    let mut files = Vec::new();
+    for p in &args.images {
+        if p.is_dir() {
+            files.extend(imgsearch::walk::image_files(p).0);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let (size, channels) = (idx.model.input_size(), idx.model.channels());
+    let decoded: Vec<_> = files
+        .par_iter()
+        .map(|p| {
+            let stored = std::fs::canonicalize(p).ok().and_then(|c| {
+                idx.store
+                    .id_for_path(&imgsearch::store::path_to_bytes(&c))
+                    .ok()
+                    .flatten()
+            });
+            match stored {
+                Some(id) => Ok(Err(id)),
+                None => imageio::load_pixels(p, size, channels, DecodeLimits::default()).map(Ok),
+            }
+        })
+        .collect();
+    let mut to_embed = Vec::new();
+    for (path, d) in files.iter().zip(decoded) {
+        let name = path.display().to_string();
+        match d {
+            Ok(Err(id)) => queries.push((
+                name,
+                idx.store
+                    .vector(id)?
+                    .ok_or_else(|| "record vanished".to_string()),
+            )),
+            Ok(Ok(px)) => {
+                to_embed.push((queries.len(), px));
+                queries.push((name, Ok(Vec::new())));
+            }
+            Err(e) => queries.push((name, Err(e.to_string()))),
+        }
+    }
+    let pixels: Vec<_> = to_embed.iter().map(|(_, p)| p.clone()).collect();
+    for ((at, _), z) in to_embed.iter().zip(idx.model.embed(&pixels)?) {
+        queries[*at].1 = Ok(z);
+    }
+
+    let mut groups = Vec::new();
+    let mut failed = 0;
+    for (name, latent) in &queries {
+        match latent {
+            Ok(v) => {
+                let (hits, method) = search::nearest(&idx, v, &opts)?;
+                groups.push(json!({ "query": name, "method": method, "results": hits }));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("skipped {name}: {e}");
+                groups.push(json!({ "query": name, "error": e }));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+    } else {
+        for g in &groups {
+            let Some(results) = g["results"].as_array() else {
+                continue;
+            };
+            if args.paths_only {
+                for r in results {
+                    println!("{}", r["path"].as_str().unwrap_or_default());
+                }
+                continue;
+            }
+            if groups.len() > 1 {
+                println!(
+                    "# {} ({})",
+                    g["query"].as_str().unwrap_or_default(),
+                    g["method"].as_str().unwrap_or_default()
+                );
+            }
+            println!(
+                "{:>4}  {:>9}  {:>10}  {:<12}  path",
+                "rank", "distance", "similarity", "label"
+            );
+            for r in results {
+                println!(
+                    "{:>4}  {:>9.4}  {:>10.3}  {:<12}  {}",
+                    r["rank"].as_u64().unwrap_or_default(),
+                    r["distance"].as_f64().unwrap_or_default(),
+                    r["similarity"].as_f64().unwrap_or_default(),
+                    r["label"].as_str().unwrap_or("-"),
+                    r["path"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(exit_for(queries.len() - failed, failed))
 }
 
 fn status(dir: PathBuf, json: bool) -> Result<ExitCode> {

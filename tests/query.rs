@@ -1,0 +1,175 @@
+//! `imgsearch query` end to end: self-queries, transformed copies, filters
+//! inside the search, removed images, JSON shape.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+}
+
+fn query(index: &Path, args: &[&str]) -> Value {
+    let out = bin()
+        .arg("query")
+        .arg("--index")
+        .arg(index)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn results(v: &Value) -> &Vec<Value> {
+    v[0]["results"].as_array().unwrap()
+}
+
+#[test]
+fn query_finds_itself_copies_respects_filters_and_removals() {
+    let Some(src) = imgsearch::dataset::data_root()
+        .map(|d| d.join("mnist"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    let index = tmp.path().join("idx");
+    let out = bin()
+        .args(["dataset", "export", "mnist"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&root)
+        .args(["--split", "test", "--limit", "600"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .args(["--model", "digits"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // An indexed image, by path and as an outside copy: itself first, at ~0.
+    let original = root.join("3").join("00018.png");
+    let canonical = original.canonicalize().unwrap().display().to_string();
+    let v = query(&index, &[original.to_str().unwrap(), "-k", "5"]);
+    let hits = results(&v);
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0]["path"], canonical.as_str());
+    assert_eq!(hits[0]["rank"], 1);
+    assert!(hits[0]["distance"].as_f64().unwrap() < 1e-3);
+    for field in ["id", "distance", "similarity", "path", "label"] {
+        assert!(hits[0].get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(
+        v[0]["method"], "exact",
+        "a 600-image index is scanned exactly"
+    );
+
+    // A re-encoded, resized copy (JPEG, 2x) finds its original first, on both paths.
+    let copy = tmp.path().join("copy.jpg");
+    image::open(&original)
+        .unwrap()
+        .resize_exact(56, 56, image::imageops::FilterType::Triangle)
+        .to_rgb8()
+        .save(&copy)
+        .unwrap();
+    for method in ["--exact", "--hnsw"] {
+        let v = query(&index, &[copy.to_str().unwrap(), "-k", "3", method]);
+        assert_eq!(results(&v)[0]["path"], canonical.as_str(), "{method}");
+    }
+
+    // Filters run inside the search: exactly k results, all matching.
+    for method in ["--exact", "--hnsw"] {
+        let v = query(
+            &index,
+            &[copy.to_str().unwrap(), "-k", "7", "--label", "5", method],
+        );
+        let hits = results(&v);
+        assert_eq!(hits.len(), 7, "{method}");
+        assert!(hits.iter().all(|h| h["label"] == "5"));
+        let under = root.join("8");
+        let v = query(
+            &index,
+            &[
+                copy.to_str().unwrap(),
+                "-k",
+                "9",
+                "--under",
+                under.to_str().unwrap(),
+                method,
+            ],
+        );
+        assert_eq!(results(&v).len(), 9);
+        assert!(results(&v)
+            .iter()
+            .all(|h| h["path"].as_str().unwrap().contains("/8/")));
+    }
+
+    // Removed images never come back.
+    let removed: Vec<_> = ["3/00018.png", "3/00030.png", "1/00002.png"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    let removed_names: Vec<String> = removed
+        .iter()
+        .map(|p| p.canonicalize().unwrap().display().to_string())
+        .collect();
+    for p in &removed {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for method in ["--exact", "--hnsw"] {
+        let v = query(
+            &index,
+            &[copy.to_str().unwrap(), "-k", "597", "--ef", "600", method],
+        );
+        let paths: Vec<&str> = results(&v)
+            .iter()
+            .map(|h| h["path"].as_str().unwrap())
+            .collect();
+        assert!(paths.len() >= 590, "{method}: {}", paths.len());
+        assert!(
+            removed_names.iter().all(|r| !paths.contains(&r.as_str())),
+            "{method}"
+        );
+    }
+
+    // By id, several queries at once, and an unreadable query.
+    let v = query(&index, &["--id", "5", "-k", "1"]);
+    assert_eq!(results(&v)[0]["id"], 5);
+    let out = bin()
+        .arg("query")
+        .arg("--index")
+        .arg(&index)
+        .arg(&copy)
+        .arg(root.join("7"))
+        .arg("missing.png")
+        .args(["-k", "2", "--paths-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let lines = String::from_utf8(out.stdout).unwrap().lines().count();
+    let sevens = std::fs::read_dir(root.join("7")).unwrap().count();
+    assert_eq!(lines, 2 * (1 + sevens));
+}
