@@ -41,6 +41,20 @@ enum Command {
     Ingest(IngestArgs),
     /// Find the indexed images most similar to an image (or several).
     Query(QueryArgs),
+    /// Groups of near-duplicate images in the index (byte-identical ones marked).
+    Duplicates {
+        #[command(flatten)]
+        index: IndexArg,
+        /// Latent distance at or below which two images are duplicates
+        /// (default: similarity 0.6, i.e. 0.667 * sqrt(latent)).
+        #[arg(long)]
+        threshold: Option<f32>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// CSV: group,kind,identical_set,id,path.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Show what an index holds: model, counts, roots, labels, size on disk.
     Status {
         #[command(flatten)]
@@ -234,6 +248,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => ingest(args),
         Command::Query(args) => query(args),
+        Command::Duplicates {
+            index,
+            threshold,
+            json,
+            csv,
+        } => duplicates(index.index, threshold, json, csv),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
         Command::Reindex { index, model, json } => reindex(index.index, model, json),
@@ -433,6 +453,49 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         }
     }
     Ok(exit_for(queries.len() - failed, failed))
+}
+
+fn duplicates(dir: PathBuf, threshold: Option<f32>, json: bool, csv: bool) -> Result<ExitCode> {
+    use imgsearch::search;
+    let idx = Index::open(&dir, None, false)?;
+    let scale = (idx.model.latent_dim() as f32).sqrt();
+    let threshold = threshold.unwrap_or(scale * (1.0 / search::DEFAULT_DUPLICATE_SIMILARITY - 1.0));
+    let groups = search::duplicates(&idx, threshold, 8)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "threshold": threshold, "groups": groups }))?
+        );
+    } else if csv {
+        println!("group,kind,identical_set,id,path");
+        for (g, group) in groups.iter().enumerate() {
+            for m in &group.members {
+                println!(
+                    "{},{},{},{},\"{}\"",
+                    g + 1,
+                    group.kind,
+                    m.identical_set,
+                    m.id,
+                    m.path.replace('"', "\"\"")
+                );
+            }
+        }
+    } else {
+        println!("{} groups at distance <= {threshold:.3}", groups.len());
+        for (g, group) in groups.iter().enumerate() {
+            println!(
+                "\n#{} {} ({} images, max distance {:.3})",
+                g + 1,
+                group.kind,
+                group.members.len(),
+                group.max_distance
+            );
+            for m in &group.members {
+                println!("  [{}] {}", m.identical_set, m.path);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(dir: PathBuf, json: bool) -> Result<ExitCode> {

@@ -173,3 +173,96 @@ fn query_finds_itself_copies_respects_filters_and_removals() {
     let sevens = std::fs::read_dir(root.join("7")).unwrap().count();
     assert_eq!(lines, 2 * (1 + sevens));
 }
+
+#[test]
+fn duplicates_groups_identical_and_near_copies() {
+    let Some(src) = imgsearch::dataset::data_root()
+        .map(|d| d.join("mnist"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    let index = tmp.path().join("idx");
+    let out = bin()
+        .args(["dataset", "export", "mnist"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&root)
+        .args(["--split", "test", "--limit", "300"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let original = root.join("2").join("00001.png");
+    std::fs::copy(&original, root.join("2").join("exact-copy.png")).unwrap();
+    let mut near = image::open(&original).unwrap().to_luma8();
+    near.put_pixel(0, 0, image::Luma([40]));
+    near.save(root.join("2").join("near-copy.png")).unwrap();
+    let out = bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .args(["--model", "digits"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let out = bin()
+        .args(["duplicates", "--json", "--threshold", "1.0", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    let ours = groups
+        .iter()
+        .find(|g| {
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["path"].as_str().unwrap().ends_with("exact-copy.png"))
+        })
+        .expect("the copies form a group");
+    let members = ours["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| {
+            Path::new(m["path"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["00001.png", "exact-copy.png", "near-copy.png"]);
+    assert_eq!(ours["kind"], "similar");
+    let sets: Vec<u64> = members
+        .iter()
+        .map(|m| m["identical_set"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sets[0], sets[1], "byte-identical files share a set");
+    assert_ne!(sets[0], sets[2]);
+
+    // With a zero threshold only the byte-identical pair remains, as "identical".
+    let out = bin()
+        .args(["duplicates", "--csv", "--threshold", "0", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(
+        rows.iter().all(|r| r.starts_with("1,identical,0,")),
+        "{csv}"
+    );
+}
