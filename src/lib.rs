@@ -15,5 +15,6 @@ pub mod ingest;
 pub mod knn;
 pub mod model;
 pub mod search;
+pub mod sheet;
 pub mod store;
 pub mod walk;

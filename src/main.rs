@@ -153,6 +153,10 @@ struct QueryArgs {
     /// Print only the result paths, one per line.
     #[arg(long)]
     paths_only: bool,
+    /// Also write a contact sheet (PNG): each query and its neighbours as
+    /// thumbnails captioned with rank and distance.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -402,11 +406,34 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
     }
 
     let mut groups = Vec::new();
+    let mut sheet_rows = Vec::new();
     let mut failed = 0;
+    let open_image = |p: &std::path::Path| imageio::decode_file(p, DecodeLimits::default()).ok();
     for (name, latent) in &queries {
         match latent {
             Ok(v) => {
                 let (hits, method) = search::nearest(&idx, v, &opts)?;
+                if args.sheet.is_some() {
+                    let query_image = match args.id {
+                        Some(id) if name == &format!("id {id}") => idx
+                            .store
+                            .record(id)?
+                            .and_then(|r| open_image(&r.path_buf())),
+                        _ => open_image(std::path::Path::new(name)),
+                    };
+                    sheet_rows.push(imgsearch::sheet::SheetRow {
+                        query: query_image,
+                        neighbours: hits
+                            .iter()
+                            .map(|h| {
+                                (
+                                    format!("#{} d={:.2}", h.rank, h.distance),
+                                    open_image(std::path::Path::new(&h.path)),
+                                )
+                            })
+                            .collect(),
+                    });
+                }
                 groups.push(json!({ "query": name, "method": method, "results": hits }));
             }
             Err(e) => {
@@ -415,6 +442,10 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
                 groups.push(json!({ "query": name, "error": e }));
             }
         }
+    }
+    if let Some(out) = &args.sheet {
+        imgsearch::sheet::write(&sheet_rows, out)
+            .with_context(|| format!("writing contact sheet {}", out.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&groups)?);

@@ -266,3 +266,74 @@ fn duplicates_groups_identical_and_near_copies() {
         "{csv}"
     );
 }
+
+#[test]
+fn contact_sheet_shows_the_query_and_its_neighbours() {
+    let Some(src) = imgsearch::dataset::data_root()
+        .map(|d| d.join("mnist"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    let index = tmp.path().join("idx");
+    bin()
+        .args(["dataset", "export", "mnist"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&root)
+        .args(["--split", "test", "--limit", "100"])
+        .output()
+        .unwrap();
+    assert!(bin()
+        .arg("ingest")
+        .arg(&root)
+        .arg("--index")
+        .arg(&index)
+        .args(["--model", "digits"])
+        .status()
+        .unwrap()
+        .success());
+    let q = root.join("7").join("00000.png");
+    let sheet = tmp.path().join("sheet.png");
+    let out = bin()
+        .arg("query")
+        .arg(&q)
+        .arg("--index")
+        .arg(&index)
+        .args(["-k", "3", "--sheet"])
+        .arg(&sheet)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&sheet).unwrap().to_rgb8();
+    let tile = imgsearch::sheet::TILE;
+    let (w, h) = (
+        imgsearch::sheet::tile_origin(0, 4).0,
+        imgsearch::sheet::tile_origin(1, 0).1,
+    );
+    assert_eq!(img.dimensions(), (w, h), "one row of query + 3 neighbours");
+    // The query finds itself first: tile 1 shows the same picture as the
+    // query tile (inside the query's frame).
+    let ((qx, qy), (nx, ny)) = (
+        imgsearch::sheet::tile_origin(0, 0),
+        imgsearch::sheet::tile_origin(0, 1),
+    );
+    for y in 4..tile - 4 {
+        for x in 4..tile - 4 {
+            assert_eq!(
+                img.get_pixel(qx + x, qy + y),
+                img.get_pixel(nx + x, ny + y),
+                "pixel {x},{y}"
+            );
+        }
+    }
+    let expected = imgsearch::sheet::thumbnail(&image::open(&q).unwrap());
+    assert_eq!(img.get_pixel(nx + 48, ny + 48), expected.get_pixel(48, 48));
+}
