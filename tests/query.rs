@@ -1,7 +1,7 @@
 //! `imgsearch query` end to end: self-queries, transformed copies, filters
 //! inside the search, removed images, JSON shape.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -27,40 +27,60 @@ fn query(index: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The first `limit` MNIST test images as `imgs/<digit>/NNNNN.png` in a
+/// temporary folder (with an index path beside), or `None` (skip).
+fn mnist_export(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let Some(src) = imgsearch::dataset::data_root()
+        .map(|d| d.join("mnist"))
+        .filter(|d| d.is_dir())
+    else {
+        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+        return None;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, index) = (tmp.path().join("imgs"), tmp.path().join("idx"));
+    let out = bin()
+        .args(["dataset", "export", "mnist"])
+        .arg(&src)
+        .arg("--out")
+        .arg(&root)
+        .args(["--split", "test", "--limit", &limit.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((tmp, root, index))
+}
+
+fn ingest_digits(root: &Path, index: &Path) {
+    let out = bin()
+        .arg("ingest")
+        .arg(root)
+        .arg("--index")
+        .arg(index)
+        .args(["--model", "digits"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn results(v: &Value) -> &Vec<Value> {
     v[0]["results"].as_array().unwrap()
 }
 
 #[test]
 fn query_finds_itself_copies_respects_filters_and_removals() {
-    let Some(src) = imgsearch::dataset::data_root()
-        .map(|d| d.join("mnist"))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+    let Some((tmp, root, index)) = mnist_export(600) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("imgs");
-    let index = tmp.path().join("idx");
-    let out = bin()
-        .args(["dataset", "export", "mnist"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&root)
-        .args(["--split", "test", "--limit", "600"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let out = bin()
-        .arg("ingest")
-        .arg(&root)
-        .arg("--index")
-        .arg(&index)
-        .args(["--model", "digits"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    ingest_digits(&root, &index);
 
     // An indexed image, by path and as an outside copy: itself first, at ~0.
     let original = root.join("3").join("00018.png");
@@ -176,39 +196,15 @@ fn query_finds_itself_copies_respects_filters_and_removals() {
 
 #[test]
 fn duplicates_groups_identical_and_near_copies() {
-    let Some(src) = imgsearch::dataset::data_root()
-        .map(|d| d.join("mnist"))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+    let Some((_tmp, root, index)) = mnist_export(300) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("imgs");
-    let index = tmp.path().join("idx");
-    let out = bin()
-        .args(["dataset", "export", "mnist"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&root)
-        .args(["--split", "test", "--limit", "300"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let original = root.join("2").join("00001.png");
     std::fs::copy(&original, root.join("2").join("exact-copy.png")).unwrap();
     let mut near = image::open(&original).unwrap().to_luma8();
     near.put_pixel(0, 0, image::Luma([40]));
     near.save(root.join("2").join("near-copy.png")).unwrap();
-    let out = bin()
-        .arg("ingest")
-        .arg(&root)
-        .arg("--index")
-        .arg(&index)
-        .args(["--model", "digits"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    ingest_digits(&root, &index);
 
     let out = bin()
         .args(["duplicates", "--json", "--threshold", "1.0", "--index"])
@@ -269,33 +265,10 @@ fn duplicates_groups_identical_and_near_copies() {
 
 #[test]
 fn contact_sheet_shows_the_query_and_its_neighbours() {
-    let Some(src) = imgsearch::dataset::data_root()
-        .map(|d| d.join("mnist"))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
+    let Some((tmp, root, index)) = mnist_export(100) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("imgs");
-    let index = tmp.path().join("idx");
-    bin()
-        .args(["dataset", "export", "mnist"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&root)
-        .args(["--split", "test", "--limit", "100"])
-        .output()
-        .unwrap();
-    assert!(bin()
-        .arg("ingest")
-        .arg(&root)
-        .arg("--index")
-        .arg(&index)
-        .args(["--model", "digits"])
-        .status()
-        .unwrap()
-        .success());
+    ingest_digits(&root, &index);
     let q = root.join("7").join("00000.png");
     let sheet = tmp.path().join("sheet.png");
     let out = bin()
