@@ -211,7 +211,11 @@ impl Ann {
 
     /// Marks ids as removed (they stay in the graph, never in results).
     pub fn add_tombstones(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let before = self.tombstones.len();
         self.tombstones.extend(ids.into_iter().map(|i| i as usize));
+        if self.tombstones.len() == before {
+            return;
+        }
         self.tombstones.sort_unstable();
         self.tombstones.dedup();
     }

@@ -326,9 +326,7 @@ fn prepare(
     let replaces = existing.as_ref().map(|(id, _)| *id);
     if let Some((id, old)) = &existing {
         if old.hash == hash {
-            record.width = old.width;
-            record.height = old.height;
-            record.recon_error = old.recon_error;
+            record.copy_image_facts(old);
             return Prepared::Touched { id: *id, record };
         }
     }
@@ -380,7 +378,8 @@ fn commit_batch(
 ) -> Result<(), IngestError> {
     let mut changes = Vec::with_capacity(batch.len());
     let mut to_encode: Vec<(usize, Pixels)> = Vec::new();
-    let mut had_removal = false;
+    // Ids whose record this batch replaces: tombstones once it commits.
+    let mut replaced: Vec<u64> = Vec::new();
     for item in batch {
         match item {
             Prepared::Unchanged { id } => {
@@ -417,13 +416,11 @@ fn commit_batch(
                 }
                 if let Some(old_id) = replaces {
                     changes.push(Change::Remove { id: old_id });
-                    had_removal = true;
+                    replaced.push(old_id);
                 }
                 match moved {
                     Some((id, old)) => {
-                        record.width = old.width;
-                        record.height = old.height;
-                        record.recon_error = old.recon_error;
+                        record.copy_image_facts(&old);
                         seen.insert(id);
                         changes.push(Change::Move { id, record });
                         report.renamed += 1;
@@ -434,9 +431,7 @@ fn commit_batch(
                         else {
                             continue;
                         };
-                        record.width = old.width;
-                        record.height = old.height;
-                        record.recon_error = old.recon_error;
+                        record.copy_image_facts(&old);
                         changes.push(Change::Add { record, vector });
                         if replaces.is_some() {
                             report.updated += 1;
@@ -451,9 +446,9 @@ fn commit_batch(
                 pixels,
                 replaces,
             } => {
-                if replaces.is_some() {
+                if let Some(old_id) = replaces {
                     report.updated += 1;
-                    had_removal = true;
+                    replaced.push(old_id);
                 } else {
                     report.added += 1;
                 }
@@ -487,8 +482,6 @@ fn commit_batch(
     let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
     seen.extend(new_ids.iter().copied());
     ann.insert(&points);
-    if had_removal {
-        ann.add_tombstones(store.tombstones()?);
-    }
+    ann.add_tombstones(replaced);
     Ok(())
 }

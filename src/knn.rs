@@ -61,16 +61,40 @@ pub fn exact_knn(
 
 /// The `k` smallest values with their positions, smallest first.
 fn top_k(values: impl Iterator<Item = f32>, k: usize) -> Vec<(usize, f32)> {
-    let mut best: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+    let mut best = TopK::new(k);
     for (i, v) in values.enumerate() {
-        if best.len() == k && v >= best[k - 1].1 {
-            continue;
-        }
-        let pos = best.partition_point(|&(_, b)| b <= v);
-        best.insert(pos, (i, v));
-        best.truncate(k);
+        best.push(i, v);
     }
-    best
+    best.into_sorted()
+}
+
+/// Keeps the `k` smallest distances pushed so far (ties: earliest first).
+pub struct TopK<T> {
+    k: usize,
+    best: Vec<(T, f32)>,
+}
+
+impl<T> TopK<T> {
+    pub fn new(k: usize) -> Self {
+        Self {
+            k: k.max(1),
+            best: Vec::with_capacity(k + 1),
+        }
+    }
+
+    pub fn push(&mut self, item: T, distance: f32) {
+        if self.best.len() == self.k && distance >= self.best[self.k - 1].1 {
+            return;
+        }
+        let at = self.best.partition_point(|&(_, d)| d <= distance);
+        self.best.insert(at, (item, distance));
+        self.best.truncate(self.k);
+    }
+
+    /// Nearest first.
+    pub fn into_sorted(self) -> Vec<(T, f32)> {
+        self.best
+    }
 }
 
 /// Majority vote over neighbour labels. Ties go to the label whose nearest

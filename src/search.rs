@@ -97,6 +97,11 @@ fn allowed_ids(index: &Index, opts: &QueryOptions) -> Result<Option<Vec<u64>>, S
     if opts.under.is_none() && opts.label.is_none() {
         return Ok(None);
     }
+    let label_ok = |rec: &crate::store::Record| {
+        opts.label
+            .as_ref()
+            .is_none_or(|l| rec.label.as_ref() == Some(l))
+    };
     let mut ids: Vec<u64> = match &opts.under {
         Some(dir) => {
             let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
@@ -104,31 +109,24 @@ fn allowed_ids(index: &Index, opts: &QueryOptions) -> Result<Option<Vec<u64>>, S
             if !prefix.ends_with(b"/") {
                 prefix.push(b'/');
             }
-            index
-                .store
-                .paths_under(&prefix)
-                .map(|r| r.map(|(_, id)| id))
-                .collect::<Result<_, _>>()?
+            let mut ids = Vec::new();
+            for item in index.store.paths_under(&prefix) {
+                let (_, id) = item?;
+                // A label filter needs the record; a prefix alone does not.
+                if opts.label.is_none() || index.store.record(id)?.is_some_and(|r| label_ok(&r)) {
+                    ids.push(id);
+                }
+            }
+            ids
         }
+        // Label only: one pass over the records.
         None => index
             .store
             .records()
+            .filter(|r| r.as_ref().map_or(true, |(_, rec)| label_ok(rec)))
             .map(|r| r.map(|(id, _)| id))
             .collect::<Result<_, _>>()?,
     };
-    if let Some(label) = &opts.label {
-        let mut keep = Vec::with_capacity(ids.len());
-        for id in ids {
-            if index
-                .store
-                .record(id)?
-                .is_some_and(|r| r.label.as_deref() == Some(label))
-            {
-                keep.push(id);
-            }
-        }
-        ids = keep;
-    }
     ids.sort_unstable();
     Ok(Some(ids))
 }
@@ -140,15 +138,9 @@ fn exact(
     k: usize,
     only: Option<&[u64]>,
 ) -> Result<Vec<(u64, f32)>, StoreError> {
-    let mut best: Vec<(u64, f32)> = Vec::with_capacity(k + 1);
+    let mut best = crate::knn::TopK::new(k);
     let mut consider = |id: u64, v: &[f32]| {
-        let d: f32 = v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum();
-        if best.len() == k && d >= best[k - 1].1 {
-            return;
-        }
-        let at = best.partition_point(|&(_, b)| b <= d);
-        best.insert(at, (id, d));
-        best.truncate(k);
+        best.push(id, v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum());
     };
     match only {
         Some(ids) => {
@@ -165,7 +157,11 @@ fn exact(
             }
         }
     }
-    Ok(best.into_iter().map(|(id, d)| (id, d.sqrt())).collect())
+    Ok(best
+        .into_sorted()
+        .into_iter()
+        .map(|(id, d)| (id, d.sqrt()))
+        .collect())
 }
 
 /// A set of images that are near-duplicates of each other.
@@ -232,22 +228,38 @@ pub fn duplicates(
             by_hash.insert(rec.hash, i);
         }
     }
-    // Near neighbours within the threshold.
-    let opts = QueryOptions {
-        k: neighbours + 1,
-        ..Default::default()
+    // Near neighbours within the threshold. Vectors are read once; a small
+    // index is searched exactly in one batched pass (GEMM), a large one
+    // through the graph.
+    let mut ids = Vec::with_capacity(records.len());
+    let mut flat = Vec::new();
+    for item in index.store.vectors_after(None) {
+        let (id, v) = item?;
+        ids.push(id);
+        flat.extend(v);
+    }
+    let dim = index.model.latent_dim();
+    let k = neighbours + 1;
+    let found: Vec<Vec<(u64, f32)>> = if ids.len() <= EXACT_BELOW {
+        let all = crate::knn::Vectors { dim, data: &flat };
+        crate::knn::exact_knn(&all, &all, k)
+            .map_err(|e| StoreError::Corrupt {
+                id: 0,
+                message: format!("exact search failed: {e}"),
+            })?
+            .into_iter()
+            .map(|row| row.into_iter().map(|(i, d2)| (ids[i], d2.sqrt())).collect())
+            .collect()
+    } else {
+        flat.chunks(dim)
+            .map(|v| index.ann.search(v, k, DEFAULT_EF.max(k)))
+            .collect()
     };
-    for (i, (id, _)) in records.iter().enumerate() {
-        let Some(v) = index.store.vector(*id)? else {
-            continue;
-        };
-        let (hits, _) = nearest(index, &v, &opts)?;
-        for h in hits
-            .iter()
-            .filter(|h| h.id != *id && h.distance <= threshold)
-        {
-            if let Some(&j) = pos.get(&h.id) {
-                union(&mut parent, i, j, h.distance);
+    for (id, hits) in ids.iter().zip(found) {
+        let Some(&i) = pos.get(id) else { continue };
+        for (other, d) in hits.into_iter().filter(|(o, d)| o != id && *d <= threshold) {
+            if let Some(&j) = pos.get(&other) {
+                union(&mut parent, i, j, d);
             }
         }
     }

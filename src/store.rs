@@ -61,6 +61,14 @@ impl Record {
     pub fn path_buf(&self) -> PathBuf {
         bytes_to_path(&self.path)
     }
+
+    /// Takes what depends only on the content (dimensions, reconstruction
+    /// error) from a record of the same bytes.
+    pub fn copy_image_facts(&mut self, same_content: &Record) {
+        self.width = same_content.width;
+        self.height = same_content.height;
+        self.recon_error = same_content.recon_error;
+    }
 }
 
 pub fn path_to_bytes(path: &Path) -> Vec<u8> {

@@ -146,14 +146,7 @@ impl Model {
     pub fn embed_and_score(&self, images: &[Pixels]) -> Result<Vec<(Vec<f32>, f32)>, ModelError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(BATCH) {
-            let inputs = self.to_tensor(chunk)?;
-            let latents = inputs.apply(&self.net.encoder)?;
-            let recon = candle_nn::ops::sigmoid(&latents.apply(&self.net.decoder)?)?;
-            let errors = (&recon - &inputs)?
-                .sqr()?
-                .flatten_from(1)?
-                .mean(1)?
-                .to_vec1::<f32>()?;
+            let (latents, _, errors) = self.forward_scored(chunk)?;
             out.extend(latents.to_vec2::<f32>()?.into_iter().zip(errors));
         }
         Ok(out)
@@ -164,30 +157,39 @@ impl Model {
     pub fn reconstruct(&self, images: &[Pixels]) -> Result<Vec<(Pixels, f32)>, ModelError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(BATCH) {
-            let inputs = self.to_tensor(chunk)?;
-            let recon = self.net.reconstruct(&inputs)?;
-            let errors = (&recon - &inputs)?
-                .sqr()?
-                .flatten_from(1)?
-                .mean(1)?
-                .to_vec1::<f32>()?;
+            let (_, recon, errors) = self.forward_scored(chunk)?;
             let pixels = (recon * 255.0)?
                 .round()?
                 .clamp(0.0, 255.0)?
                 .flatten_from(1)?
                 .to_vec2::<f32>()?;
             for (p, e) in pixels.into_iter().zip(errors) {
+                let data = p.into_iter().map(|v| v as u8).collect();
                 out.push((
                     Pixels {
                         size: self.input_size(),
                         channels: self.channels(),
-                        data: p.into_iter().map(|v| v as u8).collect(),
+                        data,
                     },
                     e,
                 ));
             }
         }
         Ok(out)
+    }
+
+    /// One batch through encoder and decoder: latents, reconstruction in
+    /// `[0, 1]`, and each image's mean squared reconstruction error.
+    fn forward_scored(&self, images: &[Pixels]) -> Result<(Tensor, Tensor, Vec<f32>), ModelError> {
+        let inputs = self.to_tensor(images)?;
+        let latents = inputs.apply(&self.net.encoder)?;
+        let recon = candle_nn::ops::sigmoid(&latents.apply(&self.net.decoder)?)?;
+        let errors = (&recon - &inputs)?
+            .sqr()?
+            .flatten_from(1)?
+            .mean(1)?
+            .to_vec1::<f32>()?;
+        Ok((latents, recon, errors))
     }
 
     fn to_tensor(&self, images: &[Pixels]) -> Result<Tensor, ModelError> {
