@@ -2,42 +2,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("imgsearch runs")
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
+mod common;
+use common::{assert_ok, bin, data, json_of, run};
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
-}
-
-/// The shared datasets, or `None` (with a message) where they are absent.
-fn data(sub: &str) -> Option<PathBuf> {
-    let dir = imgsearch::dataset::data_root().map(|d| d.join(sub));
-    match dir {
-        Some(d) if d.is_dir() => Some(d),
-        _ => {
-            eprintln!("SKIPPED: dataset folder `{sub}` is absent (set IMGSEARCH_DATA or provide ../shared/data)");
-            None
-        }
-    }
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {
@@ -61,12 +31,8 @@ fn embed_png_and_jpeg_from_an_empty_directory() {
             .args(["embed", "cat.png", "airplane.jpg", "--json"]))
     };
     let out = embed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = stdout_json(&out);
+    assert_ok(&out);
+    let v = json_of(&out);
     assert_eq!(v["model"]["name"], "photos");
     let latent = v["model"]["latent"].as_u64().unwrap() as usize;
     let embs = v["embeddings"].as_array().unwrap();
@@ -78,13 +44,15 @@ fn embed_png_and_jpeg_from_an_empty_directory() {
     }
     assert_ne!(embs[0]["latent"], embs[1]["latent"]);
     // Same input, same output.
-    assert_eq!(stdout_json(&embed())["embeddings"], v["embeddings"]);
+    assert_eq!(json_of(&embed())["embeddings"], v["embeddings"]);
 
     // A grayscale default model on a digit; plain output is one line per image.
     std::fs::copy(samples().join("digit-7.png"), dir.path().join("7.png")).unwrap();
-    let out = run(bin()
+    let out = bin()
         .current_dir(dir.path())
-        .args(["embed", "--model", "digits", "7.png"]));
+        .args(["embed", "--model", "digits", "7.png"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let (path, values) = text.trim_end().split_once('\t').unwrap();
@@ -100,14 +68,16 @@ fn embed_reports_bad_files_and_keeps_going() {
     let empty = dir.path().join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     let good = samples().join("ship.png");
-    let out = run(bin()
+    let out = bin()
         .args(["embed", "--json"])
         .arg(&good)
         .arg(&bad)
         .arg(&empty)
-        .arg("missing.png"));
+        .arg("missing.png")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3), "partial success exit code");
-    let v = stdout_json(&out);
+    let v = json_of(&out);
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 1);
     let errors = v["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 3);
@@ -119,7 +89,7 @@ fn embed_reports_bad_files_and_keeps_going() {
         "{stderr}"
     );
 
-    let out = run(bin().args(["embed"]).arg(&bad));
+    let out = bin().args(["embed"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "nothing embedded is a failure");
 }
 
@@ -128,14 +98,19 @@ fn embed_refuses_a_bad_model_file() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("fake.safetensors");
     std::fs::write(&fake, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}        ").unwrap();
-    let out = run(bin()
+    let out = bin()
         .args(["embed", "--model"])
         .arg(&fake)
-        .arg(samples().join("cat.png")));
+        .arg(samples().join("cat.png"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fake.safetensors"), "{stderr}");
-    let out = run(bin().args(["embed", "--model", "nonesuch", "x.png"]));
+    let out = bin()
+        .args(["embed", "--model", "nonesuch", "x.png"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no model named `nonesuch`"));
 }
 
@@ -162,7 +137,7 @@ fn train_then_embed_with_the_trained_model() {
     std::fs::write(imgs.join("notes.txt"), "not an image, ignored").unwrap();
     std::fs::write(imgs.join("bad.gif"), "not a gif").unwrap();
     let model = dir.path().join("m.safetensors");
-    let out = run(bin()
+    let out = bin()
         .arg("train")
         .arg(&imgs)
         .arg("--out")
@@ -177,14 +152,16 @@ fn train_then_embed_with_the_trained_model() {
             "--widths",
             "8,16",
         ])
-        .args(["--epochs", "3", "--batch", "8", "--json"]));
+        .args(["--epochs", "3", "--batch", "8", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),
         "one file skipped: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v = stdout_json(&out);
+    let v = json_of(&out);
     assert_eq!(v["history"].as_array().unwrap().len(), 3);
     assert_eq!(v["model"]["training"]["images"], 36);
     assert!(v["skipped"][0]["path"]
@@ -193,13 +170,15 @@ fn train_then_embed_with_the_trained_model() {
         .ends_with("bad.gif"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.gif"));
 
-    let out = run(bin()
+    let out = bin()
         .args(["embed", "--json", "--model"])
         .arg(&model)
-        .arg(imgs.join("1.jpg")));
+        .arg(imgs.join("1.jpg"))
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(
-        stdout_json(&out)["embeddings"][0]["latent"]
+        json_of(&out)["embeddings"][0]["latent"]
             .as_array()
             .unwrap()
             .len(),
@@ -207,12 +186,14 @@ fn train_then_embed_with_the_trained_model() {
     );
 
     // A shape that cannot be built is refused before any work.
-    let out = run(bin()
+    let out = bin()
         .arg("train")
         .arg(&imgs)
         .arg("--out")
         .arg(&model)
-        .args(["--size", "30"]));
+        .args(["--size", "30"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be halved"));
 }
@@ -221,18 +202,16 @@ fn train_then_embed_with_the_trained_model() {
 fn export_mnist_counts_and_first_pixels() {
     let Some(src) = data("mnist") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let out = run(bin()
+    let out = bin()
         .args(["dataset", "export", "mnist"])
         .arg(&src)
         .arg("--out")
         .arg(dir.path())
-        .args(["--limit", "300", "--json"]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = stdout_json(&out);
+        .args(["--limit", "300", "--json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let report = json_of(&out);
     assert_eq!(report["images"], 300);
 
     // Counts per class folder equal the label file's, read here independently.
@@ -257,17 +236,15 @@ fn export_mnist_counts_and_first_pixels() {
 fn export_cifar10_and_fashion_class_folders() {
     if let Some(src) = data("cifar-10") {
         let dir = tempfile::tempdir().unwrap();
-        let out = run(bin()
+        let out = bin()
             .args(["dataset", "export", "cifar10"])
             .arg(&src)
             .arg("--out")
             .arg(dir.path())
-            .args(["--split", "test", "--limit", "40"]));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .args(["--split", "test", "--limit", "40"])
+            .output()
+            .unwrap();
+        assert_ok(&out);
         let records = gunzip(&src.join("test_batch.first1000.bin.gz"));
         let classes = [
             "airplane",
@@ -303,12 +280,14 @@ fn export_cifar10_and_fashion_class_folders() {
     }
     if let Some(src) = data("fashion-mnist") {
         let dir = tempfile::tempdir().unwrap();
-        let out = run(bin()
+        let out = bin()
             .args(["dataset", "export", "fashion-mnist"])
             .arg(&src)
             .arg("--out")
             .arg(dir.path())
-            .args(["--limit", "20", "--split", "test"]));
+            .args(["--limit", "20", "--split", "test"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         for class in ["t-shirt_top", "ankle_boot", "sneaker"] {
             assert!(dir.path().join(class).is_dir(), "{class}");
@@ -357,19 +336,21 @@ fn corrupt_dataset_files_give_clear_errors() {
         "{stderr}"
     );
 
-    let out = run(bin()
+    let out = bin()
         .args(["dataset", "export", "cifar10"])
         .arg(dir.path())
         .arg("--out")
-        .arg(dir.path().join("o")));
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no CIFAR-10 training record file"));
 }
 
 #[test]
 fn models_lists_the_defaults() {
-    let out = run(bin().args(["models", "--json"]));
+    let out = bin().args(["models", "--json"]).output().unwrap();
     assert!(out.status.success());
-    let v = stdout_json(&out);
+    let v = json_of(&out);
     let names: Vec<&str> = v
         .as_array()
         .unwrap()

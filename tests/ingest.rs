@@ -4,25 +4,14 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use imgsearch::index::Index;
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
+mod common;
+use common::{assert_ok, bin, json_of, mnist_export};
 
 fn ingest(root: &Path, index: &Path, extra: &[&str]) -> (Option<i32>, Value) {
     let out = bin()
@@ -43,11 +32,7 @@ fn status(index: &Path) -> Value {
         .arg(index)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     json_of(&out)
 }
 
@@ -92,35 +77,11 @@ fn png_bytes(w: u32, h: u32, seed: u8) -> Vec<u8> {
     out
 }
 
-/// MNIST test images exported as `root/<digit>/NNNNN.png`, or `None` (skip).
-fn mnist_tree(root: &Path, limit: usize) -> Option<()> {
-    let Some(src) = imgsearch::dataset::data_root()
-        .map(|d| d.join("mnist"))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
-        return None;
-    };
-    let out = bin()
-        .args(["dataset", "export", "mnist"])
-        .arg(src)
-        .arg("--out")
-        .arg(root)
-        .args(["--split", "test", "--limit", &limit.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    Some(())
-}
-
 #[test]
 fn ingest_counts_incremental_changes_and_bad_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("images");
-    let index = tmp.path().join("index");
-    if mnist_tree(&root, 200).is_none() {
+    let Some((_tmp, root, index)) = mnist_export(200) else {
         return;
-    }
+    };
     let generated = generated_images(&root.join("generated"), 12);
     let broken = root.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
@@ -292,11 +253,7 @@ fn a_different_model_is_refused_and_nothing_ingestable_fails() {
         .arg(&index)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(json_of(&out)["roots"][0]["added"], 3);
     let s = status(&index);
     assert_eq!(
@@ -340,11 +297,9 @@ fn contents(index: &Path) -> BTreeMap<Vec<u8>, Vec<f32>> {
 
 #[test]
 fn kill_9_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("images");
-    if mnist_tree(&root, 1500).is_none() {
+    let Some((tmp, root, _)) = mnist_export(1500) else {
         return;
-    }
+    };
     let reference = tmp.path().join("reference");
     let (code, _) = ingest(&root, &reference, &[]);
     assert_eq!(code, Some(0));

@@ -1,73 +1,32 @@
 //! `imgsearch query` end to end: self-queries, transformed copies, filters
 //! inside the search, removed images, JSON shape.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
-}
+mod common;
+use common::{assert_ok, bin, json_of, mnist_export, run_ok};
 
 fn query(index: &Path, args: &[&str]) -> Value {
-    let out = bin()
-        .arg("query")
-        .arg("--index")
-        .arg(index)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The first `limit` MNIST test images as `imgs/<digit>/NNNNN.png` in a
-/// temporary folder (with an index path beside), or `None` (skip).
-fn mnist_export(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    let Some(src) = imgsearch::dataset::data_root()
-        .map(|d| d.join("mnist"))
-        .filter(|d| d.is_dir())
-    else {
-        eprintln!("SKIPPED: ../shared/data/mnist is absent (set IMGSEARCH_DATA)");
-        return None;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let (root, index) = (tmp.path().join("imgs"), tmp.path().join("idx"));
-    let out = bin()
-        .args(["dataset", "export", "mnist"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&root)
-        .args(["--split", "test", "--limit", &limit.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((tmp, root, index))
+    json_of(&run_ok(
+        bin()
+            .arg("query")
+            .arg("--index")
+            .arg(index)
+            .arg("--json")
+            .args(args),
+    ))
 }
 
 fn ingest_digits(root: &Path, index: &Path) {
-    let out = bin()
-        .arg("ingest")
-        .arg(root)
-        .arg("--index")
-        .arg(index)
-        .args(["--model", "digits"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        bin()
+            .arg("ingest")
+            .arg(root)
+            .arg("--index")
+            .arg(index)
+            .args(["--model", "digits"]),
     );
 }
 
@@ -211,11 +170,7 @@ fn duplicates_groups_identical_and_near_copies() {
         .arg(&index)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let groups = v["groups"].as_array().unwrap();
     let ours = groups
@@ -280,11 +235,7 @@ fn contact_sheet_shows_the_query_and_its_neighbours() {
         .arg(&sheet)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let img = image::open(&sheet).unwrap().to_rgb8();
     let tile = imgsearch::sheet::TILE;
     let (w, h) = (

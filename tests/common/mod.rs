@@ -1,0 +1,72 @@
+//! Helpers shared by the end-to-end tests: the binary, its output, and the
+//! exported MNIST set.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imgsearch"))
+}
+
+/// Panics with the command's stderr unless it exited 0.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a command, whatever its exit code.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("imgsearch runs")
+}
+
+/// Runs a command that must succeed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert_ok(&out);
+    out
+}
+
+pub fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A shared dataset folder, or `None` (with a message) where it is absent.
+pub fn data(sub: &str) -> Option<PathBuf> {
+    match imgsearch::dataset::data_root().map(|d| d.join(sub)) {
+        Some(d) if d.is_dir() => Some(d),
+        _ => {
+            eprintln!("SKIPPED: dataset folder `{sub}` is absent (set IMGSEARCH_DATA or provide ../shared/data)");
+            None
+        }
+    }
+}
+
+/// The first `limit` MNIST test images as `imgs/<digit>/NNNNN.png` in a new
+/// temporary folder, with an index path beside it; `None` (skip) without data.
+pub fn mnist_export(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let src = data("mnist")?;
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, index) = (tmp.path().join("imgs"), tmp.path().join("idx"));
+    run_ok(
+        bin()
+            .args(["dataset", "export", "mnist"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&root)
+            .args(["--split", "test", "--limit", &limit.to_string()]),
+    );
+    Some((tmp, root, index))
+}
