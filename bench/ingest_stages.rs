@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use imgsearch::ann::{Ann, HnswParams};
+use imgsearch::ann::{Graph, HnswParams};
 use imgsearch::imageio::{self, DecodeLimits, Pixels};
 use imgsearch::index::Index;
 use imgsearch::ingest::{self, IngestOptions};
@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     let t = Instant::now();
-    let (ann, _) = Ann::open(&tmp.path().join("none"), &store, model.latent_dim(), params)?;
+    let (ann, _) = Graph::open(&tmp.path().join("none"), &store, model.latent_dim(), params)?;
     let insert_s = t.elapsed().as_secs_f64();
     rows.push((
         format!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::ann::{Ann, AnnError, HnswParams, OpenState};
+use crate::ann::{Ann, AnnError, AnnStatus};
 use crate::model::{Model, ModelError};
 use crate::store::{ModelStamp, Store, StoreError};
 
@@ -42,10 +42,9 @@ pub enum IndexError {
 pub struct Index {
     pub dir: PathBuf,
     pub store: Store,
+    /// The flat vector file, and the HNSW graph once something needs it.
     pub ann: Ann,
     pub model: Model,
-    /// How the graph came up to date on open.
-    pub ann_state: OpenState,
 }
 
 impl Index {
@@ -95,28 +94,25 @@ impl Index {
                 asked_fp: model.fingerprint,
             });
         }
-        let (ann, ann_state) = Ann::open(dir, &store, model.latent_dim(), HnswParams::default())?;
+        let ann = Ann::open(dir, &store, model.latent_dim())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
             ann,
             model,
-            ann_state,
         })
     }
 
-    /// Saves the graph (if it changed) and flushes the store.
+    /// Flushes the store, then the flat file and graph (if it changed).
     pub fn save(&mut self) -> Result<(), IndexError> {
         self.store.flush()?;
-        self.ann.save(&self.dir)?;
+        self.ann.save()?;
         Ok(())
     }
 
-    /// Rebuilds the graph without tombstones and saves it.
+    /// Rebuilds the graph and the flat file without tombstones.
     pub fn compact(&mut self) -> Result<usize, IndexError> {
-        let n = self.ann.rebuild(&self.store)?;
-        self.ann.save(&self.dir)?;
-        Ok(n)
+        Ok(self.ann.rebuild(&self.store)?)
     }
 
     pub fn status(&self) -> Result<Status, IndexError> {
@@ -138,7 +134,7 @@ impl Index {
             schema_version: self.store.schema_version()?,
             images: self.store.live_count()?,
             tombstones: self.store.tombstone_count()?,
-            graph_points: self.ann.points(),
+            ann: self.ann.status(),
             roots: self.store.roots()?,
             labels,
             unlabelled,
@@ -163,7 +159,8 @@ pub struct Status {
     pub schema_version: u32,
     pub images: u64,
     pub tombstones: u64,
-    pub graph_points: usize,
+    #[serde(flatten)]
+    pub ann: AnnStatus,
     pub roots: Vec<PathBuf>,
     pub labels: std::collections::BTreeMap<String, u64>,
     pub unlabelled: u64,

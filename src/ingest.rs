@@ -245,14 +245,16 @@ pub fn ingest(
         store.apply(chunk)?;
         report.removed += chunk.len() as u64;
     }
-    if !gone.is_empty() {
-        ann.add_tombstones(gone.iter().map(|c| match c {
+    let gone_ids: Vec<u64> = gone
+        .iter()
+        .map(|c| match c {
             Change::Remove { id } => *id,
             _ => unreachable!("only removals"),
-        }));
-    }
+        })
+        .collect();
+    ann.add_tombstones(&gone_ids);
     store.add_root(&root)?;
-    if ann.needs_rebuild() {
+    if ann.needs_rebuild(store)? {
         ann.rebuild(store)?;
         report.compacted = true;
     }
@@ -481,7 +483,7 @@ fn commit_batch(
     });
     let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
     seen.extend(new_ids.iter().copied());
-    ann.insert(&points);
-    ann.add_tombstones(replaced);
+    ann.insert(store, &points)?;
+    ann.add_tombstones(&replaced);
     Ok(())
 }

@@ -91,6 +91,18 @@ impl<T> TopK<T> {
         self.best.truncate(self.k);
     }
 
+    /// Whether `distance` would enter the list now.
+    pub fn admits(&self, distance: f32) -> bool {
+        self.best.len() < self.k || distance < self.best[self.k - 1].1
+    }
+
+    /// Adds everything another list kept.
+    pub fn merge(&mut self, other: TopK<T>) {
+        for (item, d) in other.best {
+            self.push(item, d);
+        }
+    }
+
     /// Nearest first.
     pub fn into_sorted(self) -> Vec<(T, f32)> {
         self.best

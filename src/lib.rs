@@ -5,10 +5,12 @@
 //! model input, [`model`] encodes them. [`dataset`] reads the standard
 //! datasets; [`knn`] is exact nearest-neighbour search and voting.
 //! [`ingest`] runs walk → decode → encode → [`store`] (sled) → [`ann`]
-//! (HNSW) into an [`index`] folder.
+//! (flat vector file and HNSW graph) into an [`index`] folder; [`search`]
+//! and [`duplicates`] read it.
 
 pub mod ann;
 pub mod dataset;
+pub mod duplicates;
 pub mod imageio;
 pub mod index;
 pub mod ingest;

@@ -285,10 +285,8 @@ fn main() -> ExitCode {
 fn ingest(args: IngestArgs) -> Result<ExitCode> {
     let mut idx = Index::open(&args.index.index, args.model.as_deref(), true)
         .with_context(|| format!("opening index {}", args.index.index.display()))?;
-    if let index_state @ imgsearch::ann::OpenState::Rebuilt { .. } = &idx.ann_state {
-        if idx.store.live_count()? > 0 {
-            eprintln!("note: HNSW graph rebuilt from the store ({index_state:?})");
-        }
+    if idx.ann.flat_state.rebuilt && idx.store.live_count()? > 0 {
+        eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
     }
     let opts = IngestOptions {
         exclude: args.exclude,
@@ -340,8 +338,7 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
 
 fn query(args: QueryArgs) -> Result<ExitCode> {
     use imgsearch::search::{self, QueryOptions};
-    use rayon::prelude::*;
-    let idx = Index::open(&args.index.index, None, false)?;
+    let mut idx = Index::open(&args.index.index, None, false)?;
     let opts = QueryOptions {
         k: args.k,
         under: args.under.clone(),
@@ -350,76 +347,34 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         hnsw: args.hnsw,
         ef: args.ef,
     };
-    // Each query: a name and its latent, or why it has none.
-    let mut queries: Vec<(String, Result<Vec<f32>, String>)> = Vec::new();
+    let mut queries = Vec::new();
     if let Some(id) = args.id {
-        let v = idx
-            .store
-            .vector(id)?
-            .ok_or_else(|| anyhow::anyhow!("no live record with id {id}"))?;
-        queries.push((format!("id {id}"), Ok(v)));
+        queries.push(search::id_latent(&idx, id));
     }
-    let mut files = Vec::new();
-    for p in &args.images {
-        if p.is_dir() {
-            files.extend(imgsearch::walk::image_files(p).0);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    let (size, channels) = (idx.model.input_size(), idx.model.channels());
-    let decoded: Vec<_> = files
-        .par_iter()
-        .map(|p| {
-            let stored = std::fs::canonicalize(p).ok().and_then(|c| {
-                idx.store
-                    .id_for_path(&imgsearch::store::path_to_bytes(&c))
-                    .ok()
-                    .flatten()
-            });
-            match stored {
-                Some(id) => Ok(Err(id)),
-                None => imageio::load_pixels(p, size, channels, DecodeLimits::default()).map(Ok),
-            }
-        })
+    queries.extend(search::query_latents(&idx, &args.images));
+    let vectors: Vec<Vec<f32>> = queries
+        .iter()
+        .filter_map(|q| q.latent.as_ref().ok().cloned())
         .collect();
-    let mut to_embed = Vec::new();
-    for (path, d) in files.iter().zip(decoded) {
-        let name = path.display().to_string();
-        match d {
-            Ok(Err(id)) => queries.push((
-                name,
-                idx.store
-                    .vector(id)?
-                    .ok_or_else(|| "record vanished".to_string()),
-            )),
-            Ok(Ok(px)) => {
-                to_embed.push((queries.len(), px));
-                queries.push((name, Ok(Vec::new())));
-            }
-            Err(e) => queries.push((name, Err(e.to_string()))),
-        }
-    }
-    let pixels: Vec<_> = to_embed.iter().map(|(_, p)| p.clone()).collect();
-    for ((at, _), z) in to_embed.iter().zip(idx.model.embed(&pixels)?) {
-        queries[*at].1 = Ok(z);
-    }
+    let (answers, method) = search::nearest_many(&mut idx, &vectors, &opts)?;
+    let mut answers = answers.into_iter();
 
     let mut groups = Vec::new();
     let mut sheet_rows = Vec::new();
     let mut failed = 0;
     let open_image = |p: &std::path::Path| imageio::decode_file(p, DecodeLimits::default()).ok();
-    for (name, latent) in &queries {
-        match latent {
-            Ok(v) => {
-                let (hits, method) = search::nearest(&idx, v, &opts)?;
+    for q in &queries {
+        let name = &q.name;
+        match &q.latent {
+            Ok(_) => {
+                let hits = answers.next().expect("one answer per embedded query");
                 if args.sheet.is_some() {
-                    let query_image = match args.id {
-                        Some(id) if name == &format!("id {id}") => idx
+                    let query_image = match q.id {
+                        Some(id) => idx
                             .store
                             .record(id)?
                             .and_then(|r| open_image(&r.path_buf())),
-                        _ => open_image(std::path::Path::new(name)),
+                        None => open_image(std::path::Path::new(name)),
                     };
                     sheet_rows.push(imgsearch::sheet::SheetRow {
                         query: query_image,
@@ -487,11 +442,12 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
 }
 
 fn duplicates(dir: PathBuf, threshold: Option<f32>, json: bool, csv: bool) -> Result<ExitCode> {
-    use imgsearch::search;
-    let idx = Index::open(&dir, None, false)?;
+    use imgsearch::duplicates;
+    let mut idx = Index::open(&dir, None, false)?;
     let scale = (idx.model.latent_dim() as f32).sqrt();
-    let threshold = threshold.unwrap_or(scale * (1.0 / search::DEFAULT_DUPLICATE_SIMILARITY - 1.0));
-    let groups = search::duplicates(&idx, threshold, 8)?;
+    let threshold =
+        threshold.unwrap_or(scale * (1.0 / duplicates::DEFAULT_DUPLICATE_SIMILARITY - 1.0));
+    let groups = duplicates::duplicates(&mut idx, threshold, 8)?;
     if json {
         println!(
             "{}",
@@ -544,8 +500,12 @@ fn status(dir: PathBuf, json: bool) -> Result<ExitCode> {
     println!("schema      v{}", s.schema_version);
     println!("images      {}", s.images);
     println!(
-        "tombstones  {} (graph holds {} points)",
-        s.tombstones, s.graph_points
+        "tombstones  {} (flat file holds {} rows, graph {})",
+        s.tombstones,
+        s.ann.flat_rows,
+        s.ann
+            .graph_points
+            .map_or("not built yet".into(), |p| format!("{p} points"))
     );
     println!("size        {:.1} MB on disk", s.bytes_on_disk as f64 / 1e6);
     for r in &s.roots {
@@ -593,7 +553,7 @@ fn reindex(dir: PathBuf, model: String, json: bool) -> Result<ExitCode> {
 
 fn compact(dir: PathBuf, json: bool) -> Result<ExitCode> {
     let mut idx = Index::open(&dir, None, false)?;
-    let dropped = idx.ann.tombstone_count();
+    let dropped = idx.store.tombstone_count()?;
     let points = idx.compact()?;
     if json {
         println!(

@@ -1,12 +1,24 @@
 //! Queries: nearest live images to a vector, through the HNSW graph or an
-//! exact scan of the store, with path-prefix and label filters applied
-//! inside the search (so a filtered query still returns k results when k
-//! images match).
+//! exact scan of the flat vector file, with path-prefix and label filters
+//! applied inside the search (so a filtered query still returns k results
+//! when k images match).
+//!
+//! The method is planned per batch of queries: exact below
+//! [`EXACT_BELOW`] candidates; the graph when it is already in memory
+//! (`serve`, whole-index jobs); and for a cold process, whichever is cheaper
+//! counting the graph's reload ([`GRAPH_LOAD_NS_PER_POINT`]) against the
+//! scans ([`SCAN_NS_PER_FLOAT`]). A one-shot CLI query therefore scans,
+//! which takes milliseconds even at a million images.
 
+use std::path::PathBuf;
+
+use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::ann::Ann;
+use crate::imageio::{self, DecodeLimits};
 use crate::index::Index;
-use crate::store::{path_to_bytes, StoreError};
+use crate::store::{path_to_bytes, Store, StoreError};
 
 /// At or below this many candidate images an exact scan is used: it is
 /// exact, and at this size as fast as the graph.
@@ -14,6 +26,14 @@ pub const EXACT_BELOW: usize = 20_000;
 
 /// Default search-time candidate list (`ef`) for the graph.
 pub const DEFAULT_EF: usize = 64;
+
+/// Cost of reloading the saved graph, per point (measured: 34 s for 1M
+/// points on 2 cores; see `bench/RESULTS.md`).
+pub const GRAPH_LOAD_NS_PER_POINT: f64 = 34_000.0;
+
+/// Cost of the exact scan per stored float (measured: about 1M × 16 floats
+/// in 6 ms on 2 cores with AVX2).
+pub const SCAN_NS_PER_FLOAT: f64 = 0.4;
 
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
@@ -53,35 +73,106 @@ pub struct Hit {
 
 /// The k nearest live images to `vector`.
 pub fn nearest(
-    index: &Index,
+    index: &mut Index,
     vector: &[f32],
     opts: &QueryOptions,
-) -> Result<(Vec<Hit>, Method), StoreError> {
+) -> Result<(Vec<Hit>, Method), SearchError> {
+    let (mut all, method) = nearest_many(index, std::slice::from_ref(&vector.to_vec()), opts)?;
+    Ok((all.pop().unwrap_or_default(), method))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ann(#[from] crate::ann::AnnError),
+}
+
+/// The k nearest live images to each of `vectors`, searched in parallel.
+/// Filters are resolved once and the method is planned once for the batch.
+pub fn nearest_many(
+    index: &mut Index,
+    vectors: &[Vec<f32>],
+    opts: &QueryOptions,
+) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
     let k = opts.k.max(1);
-    let allowed = allowed_ids(index, opts)?;
+    let allowed = allowed_ids(&index.store, opts)?;
     let candidates = allowed
         .as_ref()
         .map_or(index.store.live_count()? as usize, Vec::len);
-    let (raw, method) = if opts.exact || (!opts.hnsw && candidates <= EXACT_BELOW) {
-        (exact(index, vector, k, allowed.as_deref())?, Method::Exact)
-    } else {
-        let ef = opts.ef.unwrap_or(DEFAULT_EF).max(k);
-        let hits = match &allowed {
-            Some(ids) => index
-                .ann
-                .search_where(vector, k, ef, |id| ids.binary_search(&id).is_ok()),
-            None => index.ann.search(vector, k, ef),
-        };
-        (hits, Method::Hnsw)
+    let method = plan(&index.ann, opts, candidates, vectors.len());
+    if method == Method::Hnsw {
+        index.ann.graph(&index.store)?;
+    }
+    let (store, ann) = (&index.store, &index.ann);
+    let raw: Vec<Vec<(u64, f32)>> = match method {
+        Method::Exact => exact(ann, vectors, k, allowed.as_deref()),
+        Method::Hnsw => {
+            let graph = ann.loaded_graph().expect("loaded above");
+            let ef = opts.ef.unwrap_or(DEFAULT_EF).max(k);
+            vectors
+                .par_iter()
+                .map(|v| match &allowed {
+                    Some(ids) => graph.search_where(v, k, ef, |id| ids.binary_search(&id).is_ok()),
+                    None => graph.search(v, k, ef),
+                })
+                .collect()
+        }
     };
-    let scale = (vector.len() as f32).sqrt();
-    let mut out = Vec::with_capacity(raw.len());
-    for (rank, (id, distance)) in raw.into_iter().enumerate() {
-        let Some(rec) = index.store.record(id)? else {
+    let hits = raw
+        .into_par_iter()
+        .map(|found| to_hits(store, found, ann.dim()))
+        .collect::<Result<_, _>>()?;
+    Ok((hits, method))
+}
+
+/// Picks the method for `queries` searches over `candidates` images.
+fn plan(ann: &Ann, opts: &QueryOptions, candidates: usize, queries: usize) -> Method {
+    if opts.exact {
+        Method::Exact
+    } else if opts.hnsw {
+        Method::Hnsw
+    } else {
+        cheaper(
+            ann.loaded_graph().is_some(),
+            ann.flat.rows(),
+            candidates,
+            queries,
+            ann.dim(),
+        )
+    }
+}
+
+/// The cheaper method: exact for small candidate sets; the graph when it is
+/// in memory; otherwise the graph only if its reload costs less than the
+/// scans it would save.
+fn cheaper(loaded: bool, points: usize, candidates: usize, queries: usize, dim: usize) -> Method {
+    if candidates <= EXACT_BELOW {
+        return Method::Exact;
+    }
+    if loaded {
+        return Method::Hnsw;
+    }
+    let load = points as f64 * GRAPH_LOAD_NS_PER_POINT;
+    let scans = queries as f64 * candidates as f64 * dim as f64 * SCAN_NS_PER_FLOAT;
+    if scans > load {
+        Method::Hnsw
+    } else {
+        Method::Exact
+    }
+}
+
+fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>, StoreError> {
+    let scale = (dim as f32).sqrt();
+    let mut out = Vec::with_capacity(found.len());
+    for (id, distance) in found {
+        // A record removed since the structures were written is skipped.
+        let Some(rec) = store.record(id)? else {
             continue;
         };
         out.push(Hit {
-            rank: rank + 1,
+            rank: out.len() + 1,
             id,
             distance,
             similarity: 1.0 / (1.0 + distance / scale),
@@ -89,11 +180,11 @@ pub fn nearest(
             label: rec.label,
         });
     }
-    Ok((out, method))
+    Ok(out)
 }
 
 /// Sorted ids passing the filters, or `None` when there are none.
-fn allowed_ids(index: &Index, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
+fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
     if opts.under.is_none() && opts.label.is_none() {
         return Ok(None);
     }
@@ -110,18 +201,17 @@ fn allowed_ids(index: &Index, opts: &QueryOptions) -> Result<Option<Vec<u64>>, S
                 prefix.push(b'/');
             }
             let mut ids = Vec::new();
-            for item in index.store.paths_under(&prefix) {
+            for item in store.paths_under(&prefix) {
                 let (_, id) = item?;
                 // A label filter needs the record; a prefix alone does not.
-                if opts.label.is_none() || index.store.record(id)?.is_some_and(|r| label_ok(&r)) {
+                if opts.label.is_none() || store.record(id)?.is_some_and(|r| label_ok(&r)) {
                     ids.push(id);
                 }
             }
             ids
         }
         // Label only: one pass over the records.
-        None => index
-            .store
+        None => store
             .records()
             .filter(|r| r.as_ref().map_or(true, |(_, rec)| label_ok(rec)))
             .map(|r| r.map(|(id, _)| id))
@@ -131,181 +221,138 @@ fn allowed_ids(index: &Index, opts: &QueryOptions) -> Result<Option<Vec<u64>>, S
     Ok(Some(ids))
 }
 
-/// Exact scan over the stored vectors (all live ones, or `only`).
-fn exact(
-    index: &Index,
-    q: &[f32],
-    k: usize,
-    only: Option<&[u64]>,
-) -> Result<Vec<(u64, f32)>, StoreError> {
-    let mut best = crate::knn::TopK::new(k);
-    let mut consider = |id: u64, v: &[f32]| {
-        best.push(id, v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum());
-    };
+/// Exact search over the flat vector file: a full scan, or for a small
+/// filtered set, a lookup of just those rows.
+fn exact(ann: &Ann, queries: &[Vec<f32>], k: usize, only: Option<&[u64]>) -> Vec<Vec<(u64, f32)>> {
+    let flat = &ann.flat;
     match only {
-        Some(ids) => {
-            for &id in ids {
-                if let Some(v) = index.store.vector(id)? {
-                    consider(id, &v);
-                }
-            }
-        }
-        None => {
-            for item in index.store.vectors_after(None) {
-                let (id, v) = item?;
-                consider(id, &v);
-            }
-        }
-    }
-    Ok(best
-        .into_sorted()
-        .into_iter()
-        .map(|(id, d)| (id, d.sqrt()))
-        .collect())
-}
-
-/// A set of images that are near-duplicates of each other.
-#[derive(Debug, Clone, Serialize)]
-pub struct DuplicateGroup {
-    /// `identical` when every member has the same bytes (blake3), else `similar`.
-    pub kind: &'static str,
-    /// Largest distance of a pair that joined the group.
-    pub max_distance: f32,
-    pub members: Vec<DuplicateMember>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DuplicateMember {
-    pub id: u64,
-    pub path: String,
-    /// Members sharing this number hold byte-identical files.
-    pub identical_set: usize,
-}
-
-/// Default threshold as a similarity (see [`Hit::similarity`]): pairs at or
-/// above it are near-duplicates.
-pub const DEFAULT_DUPLICATE_SIMILARITY: f32 = 0.6;
-
-/// Groups of near-duplicates: each image's `neighbours` nearest within
-/// `threshold` (latent distance) are linked, byte-identical files always are,
-/// and linked images are merged (union-find).
-pub fn duplicates(
-    index: &Index,
-    threshold: f32,
-    neighbours: usize,
-) -> Result<Vec<DuplicateGroup>, StoreError> {
-    let records: Vec<(u64, crate::store::Record)> =
-        index.store.records().collect::<Result<_, _>>()?;
-    let pos: std::collections::HashMap<u64, usize> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
-    let mut parent: Vec<usize> = (0..records.len()).collect();
-    let mut link_distance = vec![0f32; records.len()];
-    fn find(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    let mut union = |parent: &mut Vec<usize>, a: usize, b: usize, d: f32| {
-        let (ra, rb) = (find(parent, a), find(parent, b));
-        if ra != rb {
-            parent[rb] = ra;
-            link_distance[ra] = link_distance[ra].max(link_distance[rb]).max(d);
-        } else {
-            link_distance[ra] = link_distance[ra].max(d);
-        }
-    };
-    // Byte-identical files.
-    let mut by_hash: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
-    for (i, (_, rec)) in records.iter().enumerate() {
-        if let Some(&first) = by_hash.get(&rec.hash) {
-            union(&mut parent, first, i, 0.0);
-        } else {
-            by_hash.insert(rec.hash, i);
-        }
-    }
-    // Near neighbours within the threshold. Vectors are read once; a small
-    // index is searched exactly in one batched pass (GEMM), a large one
-    // through the graph.
-    let mut ids = Vec::with_capacity(records.len());
-    let mut flat = Vec::new();
-    for item in index.store.vectors_after(None) {
-        let (id, v) = item?;
-        ids.push(id);
-        flat.extend(v);
-    }
-    let dim = index.model.latent_dim();
-    let k = neighbours + 1;
-    let found: Vec<Vec<(u64, f32)>> = if ids.len() <= EXACT_BELOW {
-        let all = crate::knn::Vectors { dim, data: &flat };
-        crate::knn::exact_knn(&all, &all, k)
-            .map_err(|e| StoreError::Corrupt {
-                id: 0,
-                message: format!("exact search failed: {e}"),
-            })?
-            .into_iter()
-            .map(|row| row.into_iter().map(|(i, d2)| (ids[i], d2.sqrt())).collect())
-            .collect()
-    } else {
-        flat.chunks(dim)
-            .map(|v| index.ann.search(v, k, DEFAULT_EF.max(k)))
-            .collect()
-    };
-    for (id, hits) in ids.iter().zip(found) {
-        let Some(&i) = pos.get(id) else { continue };
-        for (other, d) in hits.into_iter().filter(|(o, d)| o != id && *d <= threshold) {
-            if let Some(&j) = pos.get(&other) {
-                union(&mut parent, i, j, d);
-            }
-        }
-    }
-    let mut groups: std::collections::BTreeMap<usize, Vec<usize>> =
-        std::collections::BTreeMap::new();
-    for i in 0..records.len() {
-        let r = find(&mut parent, i);
-        groups.entry(r).or_default().push(i);
-    }
-    let mut out: Vec<DuplicateGroup> = groups
-        .into_iter()
-        .filter(|(_, m)| m.len() > 1)
-        .map(|(root, members)| {
-            let mut sets: Vec<[u8; 32]> = Vec::new();
-            let mut members: Vec<DuplicateMember> = members
+        Some(ids) if ids.len() * 32 < flat.rows() => {
+            let rows: Vec<(u64, Vec<f32>)> = ids
                 .iter()
-                .map(|&i| {
-                    let (id, rec) = &records[i];
-                    let set = sets.iter().position(|h| *h == rec.hash).unwrap_or_else(|| {
-                        sets.push(rec.hash);
-                        sets.len() - 1
-                    });
-                    DuplicateMember {
-                        id: *id,
-                        path: rec.path_buf().display().to_string(),
-                        identical_set: set,
-                    }
-                })
+                .filter_map(|&id| flat.get(id).map(|v| (id, v)))
                 .collect();
-            members.sort_by(|a, b| a.path.cmp(&b.path));
-            DuplicateGroup {
-                kind: if sets.len() == 1 {
-                    "identical"
-                } else {
-                    "similar"
-                },
-                max_distance: link_distance[root],
-                members,
+            queries
+                .par_iter()
+                .map(|q| {
+                    let mut best = crate::knn::TopK::new(k);
+                    for (id, v) in &rows {
+                        best.push(*id, v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum());
+                    }
+                    best.into_sorted()
+                        .into_iter()
+                        .map(|(id, d)| (id, d.sqrt()))
+                        .collect()
+                })
+                .collect()
+        }
+        _ => {
+            let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            match only {
+                Some(ids) => flat.search(&refs, k, &|id| ids.binary_search(&id).is_ok()),
+                None => flat.search(&refs, k, &|_| true),
+            }
+        }
+    }
+}
+
+/// A query's embedding, or why there is none.
+pub struct QueryLatent {
+    /// What the user named: a path, or `id N`.
+    pub name: String,
+    /// The indexed image this query is, if any (its stored vector is used).
+    pub id: Option<u64>,
+    pub latent: Result<Vec<f32>, String>,
+}
+
+/// Embeddings for query files (folders are expanded): an indexed file uses
+/// its stored vector without decoding; others are decoded in parallel and
+/// encoded in one batch with the index's model.
+pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            files.extend(crate::walk::image_files(p).0);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let (size, channels) = (index.model.input_size(), index.model.channels());
+    let store = &index.store;
+    let decoded: Vec<_> = files
+        .par_iter()
+        .map(|p| {
+            let stored = std::fs::canonicalize(p)
+                .ok()
+                .and_then(|c| store.id_for_path(&path_to_bytes(&c)).ok().flatten());
+            match stored {
+                Some(id) => Ok(Err(id)),
+                None => imageio::load_pixels(p, size, channels, DecodeLimits::default()).map(Ok),
             }
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.members
-            .len()
-            .cmp(&a.members.len())
-            .then(a.members[0].path.cmp(&b.members[0].path))
-    });
-    Ok(out)
+    let mut out = Vec::with_capacity(files.len());
+    let mut to_embed = Vec::new();
+    for (path, d) in files.iter().zip(decoded) {
+        let name = path.display().to_string();
+        let (id, latent) = match d {
+            Ok(Err(id)) => (Some(id), stored_vector(index, id)),
+            Ok(Ok(px)) => {
+                to_embed.push((out.len(), px));
+                (None, Ok(Vec::new()))
+            }
+            Err(e) => (None, Err(e.to_string())),
+        };
+        out.push(QueryLatent { name, id, latent });
+    }
+    let pixels: Vec<_> = to_embed.iter().map(|(_, p)| p.clone()).collect();
+    match index.model.embed(&pixels) {
+        Ok(latents) => {
+            for ((at, _), z) in to_embed.iter().zip(latents) {
+                out[*at].latent = Ok(z);
+            }
+        }
+        Err(e) => {
+            for (at, _) in &to_embed {
+                out[*at].latent = Err(format!("encoding failed: {e}"));
+            }
+        }
+    }
+    out
+}
+
+/// The query for an indexed id: its stored vector.
+pub fn id_latent(index: &Index, id: u64) -> QueryLatent {
+    QueryLatent {
+        name: format!("id {id}"),
+        id: Some(id),
+        latent: stored_vector(index, id),
+    }
+}
+
+fn stored_vector(index: &Index, id: u64) -> Result<Vec<f32>, String> {
+    match index.ann.flat.get(id) {
+        Some(v) => Ok(v),
+        None => Err(format!("no live image with id {id}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planner_scans_when_cold_and_uses_a_warm_graph() {
+        // Small sets are always scanned.
+        assert_eq!(cheaper(true, 10_000, 10_000, 1, 16), Method::Exact);
+        // A cold million: one query (or a hundred) is cheaper to scan than
+        // the graph is to load; tens of thousands of queries are not.
+        assert_eq!(cheaper(false, 1_000_000, 1_000_000, 1, 16), Method::Exact);
+        assert_eq!(cheaper(false, 1_000_000, 1_000_000, 100, 16), Method::Exact);
+        assert_eq!(
+            cheaper(false, 1_000_000, 1_000_000, 50_000, 16),
+            Method::Hnsw
+        );
+        // Once the graph is in memory (serve, duplicates), it is used.
+        assert_eq!(cheaper(true, 1_000_000, 1_000_000, 1, 16), Method::Hnsw);
+    }
 }

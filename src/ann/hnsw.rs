@@ -1,10 +1,10 @@
-//! The approximate nearest-neighbour index: an HNSW graph (hnsw_rs) derived
-//! from the store, persisted beside it, with tombstones for removed images.
+//! The HNSW graph (hnsw_rs) derived from the store, persisted beside it,
+//! with tombstones for removed images.
 //!
 //! hnsw_rs cannot delete points. Embeddings are immutable per id (changed
 //! content gets a new id), so the graph only grows; removed ids become
 //! tombstones, filtered inside the search (`search_filter`), and the graph is
-//! rebuilt from the store when tombstones pass [`REBUILD_TOMBSTONE_SHARE`] or
+//! rebuilt from the store when tombstones pass [`super::REBUILD_TOMBSTONE_SHARE`] or
 //! on `imgsearch compact`.
 //!
 //! Persistence: `file_dump` into a fresh folder `hnsw-<n>/`, then an atomic
@@ -13,16 +13,14 @@
 //! previous manifest valid; a missing, stale or unreadable dump is caught up
 //! or rebuilt from the store on open.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{AnnT, DistL2, Hnsw};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
-
-/// Rebuild the graph when this share of its points are tombstones.
-pub const REBUILD_TOMBSTONE_SHARE: f64 = 0.2;
+use super::AnnError;
+use crate::store::Store;
 
 /// HNSW construction parameters (Malkov & Yashunin): `M` links per node,
 /// `ef_construction` candidates kept while inserting.
@@ -41,14 +39,6 @@ impl Default for HnswParams {
             ef_construction: 64,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AnnError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot write the HNSW graph to {path}: {message}")]
-    Dump { path: PathBuf, message: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,7 +61,7 @@ pub enum OpenState {
     Rebuilt { reason: String },
 }
 
-pub struct Ann {
+pub struct Graph {
     hnsw: Hnsw<'static, f32, DistL2>,
     dim: usize,
     params: HnswParams,
@@ -98,7 +88,7 @@ fn load_graph(io: &'static mut HnswIo) -> anyhow::Result<Hnsw<'static, f32, Dist
     io.load_hnsw::<f32, DistL2>()
 }
 
-impl Ann {
+impl Graph {
     /// Opens the graph in `dir`, catching up with or rebuilding from `store`.
     pub fn open(
         dir: &Path,
@@ -220,6 +210,11 @@ impl Ann {
         self.tombstones.dedup();
     }
 
+    /// The largest store id in the graph.
+    pub fn max_id(&self) -> Option<u64> {
+        self.max_id
+    }
+
     pub fn points(&self) -> usize {
         self.hnsw.get_nb_point()
     }
@@ -232,18 +227,13 @@ impl Ann {
         self.tombstones.len()
     }
 
-    pub fn needs_rebuild(&self) -> bool {
-        self.points() > 0
-            && self.tombstones.len() as f64 > REBUILD_TOMBSTONE_SHARE * self.points() as f64
-    }
-
     /// Nearest live ids to `query` with their L2 distances; `ef` is the
     /// search-time candidate list (larger: better recall, slower).
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(u64, f32)> {
         self.search_where(query, k, ef, |_| true)
     }
 
-    /// Like [`Ann::search`], keeping only ids that pass `keep`. The filter
+    /// Like [`Graph::search`], keeping only ids that pass `keep`. The filter
     /// runs inside the graph walk, so k results come back whenever k live
     /// ids pass it and the walk reaches them.
     pub fn search_where(
@@ -262,13 +252,19 @@ impl Ann {
             .collect()
     }
 
-    /// Replaces the graph with one built from the store's live vectors and
-    /// clears the store's tombstones.
-    pub fn rebuild(&mut self, store: &Store) -> Result<usize, AnnError> {
-        *self = Self::empty(self.dim, self.params, store.live_count()? as usize);
-        let n = self.catch_up(store)?;
-        store.clear_tombstones()?;
-        Ok(n)
+    /// A fresh graph of the store's live vectors (no tombstones).
+    pub fn build(store: &Store, dim: usize, params: HnswParams) -> Result<Self, AnnError> {
+        let mut graph = Self::empty(dim, params, store.live_count()? as usize);
+        graph.catch_up(store)?;
+        Ok(graph)
+    }
+
+    /// Points in the saved graph, read from its manifest without loading it.
+    pub fn saved_points(dir: &Path) -> Option<usize> {
+        let text = std::fs::read(dir.join(MANIFEST)).ok()?;
+        serde_json::from_slice::<Manifest>(&text)
+            .ok()
+            .map(|m| m.points)
     }
 
     /// Writes the graph if it changed since it was loaded or last saved.

@@ -1,0 +1,322 @@
+//! Query at scale: HNSW against the exact scan on the same queries (recall@10,
+//! latency p50/p99, both warm in this process), and the cold `imgsearch
+//! query` process time, at 100k and 1M indexed vectors.
+//!
+//! The vectors are real latents: the `digits` model's embeddings of the 60,000
+//! MNIST training images. To reach 100k and 1M they are replicated with small
+//! Gaussian noise (σ = 0.05 × the latents' per-dimension standard
+//! deviation), so each replica is a distinct point near a real one. Queries
+//! are the embeddings of MNIST *test* images, which are not in the index.
+//! The indexes are real: sled store, flat vector file and HNSW graph written
+//! through the library, with records whose paths are virtual (they are never
+//! opened by a query).
+//!
+//! Run: `cargo bench --bench query_scale` (about 10 minutes on 2 cores).
+//! `BENCH_SIZES=100000,1000000` chooses the sizes, `BENCH_QUERIES` the
+//! number of queries (default 1000), `BENCH_COLD_RUNS` the cold runs (20).
+//! Indexes are kept in `target/bench-query/` and reused while they match.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use imgsearch::ann::Graph;
+use imgsearch::dataset::{self, DatasetName, Split};
+use imgsearch::index::Index;
+use imgsearch::model::Model;
+use imgsearch::store::{Change, Record};
+use rand::{Rng, SeedableRng};
+
+const K: usize = 10;
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (percentile(samples, 0.5), percentile(samples, 0.99))
+}
+
+fn main() -> anyhow::Result<()> {
+    let Some(root) = dataset::data_root() else {
+        println!("query_scale: skipped, no dataset folder (set IMGSEARCH_DATA)");
+        return Ok(());
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let sizes: Vec<usize> = env("BENCH_SIZES")
+        .unwrap_or_else(|| "100000,1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let n_queries: usize = env("BENCH_QUERIES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let cold_runs: usize = env("BENCH_COLD_RUNS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-query");
+    std::fs::create_dir_all(&work)?;
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imgsearch");
+    anyhow::ensure!(
+        binary.is_file(),
+        "build the CLI first: cargo build --release"
+    );
+
+    let model = Model::load("digits")?;
+    let dim = model.latent_dim();
+    let mnist = root.join("mnist");
+    let train = dataset::load(DatasetName::Mnist, &mnist, Split::Train, None)?;
+    let test = dataset::load(DatasetName::Mnist, &mnist, Split::Test, Some(n_queries))?;
+    let t = Instant::now();
+    let embed = |ds: &dataset::Dataset| -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(ds.len());
+        for start in (0..ds.len()).step_by(1024) {
+            let px: Vec<_> = (start..(start + 1024).min(ds.len()))
+                .map(|i| ds.pixels(i))
+                .collect();
+            out.extend(model.embed(&px)?);
+        }
+        Ok(out)
+    };
+    let base = embed(&train)?;
+    let queries = embed(&test)?;
+    println!(
+        "embedded {} train and {} test images in {:.1} s",
+        base.len(),
+        queries.len(),
+        t.elapsed().as_secs_f64()
+    );
+    // The query image the cold runs use: a test image, as a PNG file.
+    let query_png = work.join("query.png");
+    imgsearch::imageio::planar_to_image(test.image(0), test.size, test.channels)
+        .save(&query_png)?;
+
+    let mut std = vec![0f32; dim];
+    let mean: Vec<f32> = (0..dim)
+        .map(|d| base.iter().map(|v| v[d]).sum::<f32>() / base.len() as f32)
+        .collect();
+    for d in 0..dim {
+        std[d] =
+            (base.iter().map(|v| (v[d] - mean[d]).powi(2)).sum::<f32>() / base.len() as f32).sqrt();
+    }
+
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        let dir = work.join(format!("idx-{size}"));
+        let built = build_index(&dir, size, &base, &train, &std)?;
+        println!("\n== {size} vectors ({built}) ==");
+
+        // Warm, in this process: the graph loaded, the flat file mapped.
+        let mut index = Index::open(&dir, None, false)?;
+        let t = Instant::now();
+        index.ann.graph(&index.store)?;
+        let load_s = t.elapsed().as_secs_f64();
+        println!(
+            "graph reload: {load_s:.1} s, peak RSS {:.0} MB",
+            peak_rss_mb()
+        );
+        let flat = &index.ann.flat;
+        let graph: &Graph = index.ann.loaded_graph().expect("loaded");
+
+        let mut exact_ms = Vec::new();
+        let mut truth = Vec::new();
+        for q in &queries {
+            let t = Instant::now();
+            let hits = flat.search(&[q.as_slice()], K, &|_| true).remove(0);
+            exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            truth.push(hits.into_iter().map(|h| h.0).collect::<Vec<_>>());
+        }
+        let t = Instant::now();
+        let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        let batched = flat.search(&refs, K, &|_| true);
+        let batched_ms = t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64;
+        assert!(batched
+            .iter()
+            .zip(&truth)
+            .all(|(b, t)| b.iter().map(|h| h.0).collect::<Vec<_>>() == *t));
+        let (e50, e99) = ms(&mut exact_ms);
+        let scan_ns_per_float = e50 * 1e6 / (size * dim) as f64;
+        println!(
+            "exact scan: p50 {e50:.2} ms, p99 {e99:.2} ms ({scan_ns_per_float:.3} ns per float); batched {batched_ms:.2} ms/query"
+        );
+        rows.push(vec![
+            size.to_string(),
+            "exact scan (flat file, 2 threads)".into(),
+            "1.0000".into(),
+            format!("{e50:.2}"),
+            format!("{e99:.2}"),
+            format!("{:.0}", 1e3 / e50),
+        ]);
+        for ef in [16, 32, 64, 128] {
+            let mut lat = Vec::new();
+            let mut hit = 0usize;
+            for (q, t_ids) in queries.iter().zip(&truth) {
+                let t = Instant::now();
+                let found = graph.search(q, K, ef);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                hit += found.iter().filter(|h| t_ids.contains(&h.0)).count();
+            }
+            let recall = hit as f64 / (K * queries.len()) as f64;
+            let (p50, p99) = ms(&mut lat);
+            println!("hnsw ef={ef}: recall@10 {recall:.4}, p50 {p50:.3} ms, p99 {p99:.3} ms");
+            rows.push(vec![
+                size.to_string(),
+                format!("HNSW ef={ef} (1 thread)"),
+                format!("{recall:.4}"),
+                format!("{p50:.3}"),
+                format!("{p99:.3}"),
+                format!("{:.0}", 1e3 / p50),
+            ]);
+        }
+        let points = graph.points();
+        drop(index);
+
+        // Cold: a fresh `imgsearch query` process per run (OS file cache warm).
+        let mut cold = |extra: &[&str], runs: usize| -> anyhow::Result<(f64, f64, String)> {
+            let mut times = Vec::new();
+            let mut method = String::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let out = Command::new(&binary)
+                    .arg("query")
+                    .arg(&query_png)
+                    .args(["-k", "10", "--json", "--index"])
+                    .arg(&dir)
+                    .args(extra)
+                    .output()?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                anyhow::ensure!(
+                    out.status.success(),
+                    "query failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                method = v[0]["method"].as_str().unwrap_or_default().to_string();
+            }
+            let (p50, _) = ms(&mut times);
+            Ok((p50, times[times.len() - 1], method))
+        };
+        let (c50, cmax, method) = cold(&[], cold_runs)?;
+        println!("cold query process: p50 {c50:.0} ms, max {cmax:.0} ms ({method})");
+        let (h50, _, hmethod) = cold(&["--hnsw"], 1)?;
+        println!("cold query process with --hnsw: {h50:.0} ms ({hmethod})");
+        rows.push(vec![
+            size.to_string(),
+            format!("cold `imgsearch query` ({method}), {cold_runs} runs"),
+            "1.0000".into(),
+            format!("{c50:.0}"),
+            format!("{cmax:.0} (max)"),
+            String::new(),
+        ]);
+        rows.push(vec![
+            size.to_string(),
+            "cold `imgsearch query --hnsw` (graph reload), 1 run".into(),
+            String::new(),
+            format!("{h50:.0}"),
+            String::new(),
+            String::new(),
+        ]);
+        println!(
+            "graph reload {:.1} µs/point ({points} points)",
+            load_s * 1e6 / points as f64
+        );
+    }
+
+    println!("\n| vectors | method | recall@10 | p50 ms | p99 ms | queries/s |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!("| {} |", r.join(" | "));
+    }
+    println!("\npeak RSS of this process: {:.0} MB", peak_rss_mb());
+    Ok(())
+}
+
+/// Writes (or reuses) an index of `size` vectors: the base latents, then
+/// noisy replicas of them.
+fn build_index(
+    dir: &Path,
+    size: usize,
+    base: &[Vec<f32>],
+    train: &dataset::Dataset,
+    std: &[f32],
+) -> anyhow::Result<String> {
+    if let Ok(index) = Index::open(dir, None, false) {
+        if index.store.live_count()? as usize == size && Graph::saved_points(dir) == Some(size) {
+            return Ok("reused".into());
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let t = Instant::now();
+    let mut index = Index::open(dir, Some("digits"), true)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(size as u64);
+    // Box–Muller: a standard normal sample from two uniforms.
+    let mut gauss = move || {
+        let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    };
+    let virtual_root = PathBuf::from("/bench/mnist");
+    let batch = 20_000;
+    let mut i = 0;
+    while i < size {
+        let mut changes = Vec::with_capacity(batch);
+        for j in i..(i + batch).min(size) {
+            let (src, rep) = (j % base.len(), j / base.len());
+            let mut v = base[src].clone();
+            if rep > 0 {
+                for (x, s) in v.iter_mut().zip(std) {
+                    *x += 0.05 * s * gauss();
+                }
+            }
+            let label = train.class_name(src).to_string();
+            let path = virtual_root.join(format!("r{rep}/{label}/{src:05}.png"));
+            changes.push(Change::Add {
+                record: Record {
+                    path: imgsearch::store::path_to_bytes(&path),
+                    size: 300,
+                    mtime_ns: 1,
+                    hash: *blake3::hash(path.as_os_str().as_encoded_bytes()).as_bytes(),
+                    label: Some(label),
+                    width: 28,
+                    height: 28,
+                    recon_error: 0.0,
+                    ingested_at: 0,
+                },
+                vector: v,
+            });
+        }
+        let ids = index.store.apply(&changes)?;
+        let points: Vec<(u64, Vec<f32>)> = ids
+            .into_iter()
+            .zip(changes.into_iter().map(|c| match c {
+                Change::Add { vector, .. } => vector,
+                _ => unreachable!(),
+            }))
+            .collect();
+        let Index { store, ann, .. } = &mut index;
+        ann.insert(store, &points)?;
+        i += points.len();
+        eprint!("\rbuilding {size}: {i}");
+    }
+    index.save()?;
+    eprintln!();
+    Ok(format!(
+        "built in {:.0} s, {:.0} MB on disk",
+        t.elapsed().as_secs_f64(),
+        index.status()?.bytes_on_disk as f64 / 1e6
+    ))
+}

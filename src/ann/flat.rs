@@ -1,0 +1,511 @@
+//! A flat, memory-mapped copy of the store's embeddings for exact search.
+//!
+//! `vectors.flat` sits beside the sled store. It exists for the cold path:
+//! a one-shot `imgsearch query` maps it and scans every row (SIMD, all
+//! cores) in milliseconds, where reloading the HNSW graph would take
+//! seconds to tens of seconds at a million images.
+//!
+//! Layout (little-endian): a 32-byte header (`MAGIC`, dim: u32, reserved:
+//! u32, rows: u64, last_id: u64), then rows of `id: u64` + `dim × f32`, in
+//! increasing id order. Store ids are never reused and embeddings never
+//! change, so the file is append-only; removed ids are filtered with the
+//! store's tombstones and dropped when the file is rewritten on compaction.
+//!
+//! Crash safety: rows are appended after the store commits them, and the
+//! header's row count is only advanced after the rows are synced. Anything
+//! past the header's count is ignored and truncated on the next write, and
+//! rows the store has but the file lacks are appended on open. The file is
+//! derived: losing it costs one rebuild from the store, never data.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::knn::TopK;
+use crate::store::{Store, StoreError};
+
+pub const FILE_NAME: &str = "vectors.flat";
+const MAGIC: &[u8; 8] = b"ISFLAT01";
+const HEADER: usize = 32;
+/// Rows scanned per parallel work item (a few hundred KB: cache-sized).
+const CHUNK_ROWS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlatError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct FlatVectors {
+    path: PathBuf,
+    dim: usize,
+    /// Rows known good (synced and counted in the header, or appended by us).
+    rows: usize,
+    last_id: Option<u64>,
+    /// Rows appended since the header was last written.
+    unsynced: bool,
+    /// Sorted ids that are rows here but no longer live in the store.
+    tombstones: Vec<u64>,
+    /// The file as mapped for the current `rows`; reset by appends.
+    map: OnceLock<Option<memmap2::Mmap>>,
+}
+
+/// How the file was brought up to date on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FlatOpen {
+    /// Rows appended from the store (0 when the file was current).
+    pub caught_up: usize,
+    /// Whether the file was missing or unreadable and written afresh.
+    pub rebuilt: bool,
+}
+
+impl FlatVectors {
+    /// Opens `dir/vectors.flat`, appending what the store has and the file
+    /// lacks, or writing it afresh from the store when it is missing or
+    /// does not match `dim`.
+    pub fn open(dir: &Path, store: &Store, dim: usize) -> Result<(Self, FlatOpen), FlatError> {
+        let path = dir.join(FILE_NAME);
+        let (mut flat, rebuilt) = match read_header(&path, dim) {
+            Some((rows, last_id)) => (Self::with(path, dim, rows, last_id), false),
+            None => {
+                let mut flat = Self::with(path, dim, 0, None);
+                flat.write_header()?;
+                (flat, true)
+            }
+        };
+        flat.tombstones = store.tombstones()?;
+        let mut caught_up = 0;
+        let mut batch = Vec::new();
+        for item in store.vectors_after(flat.last_id) {
+            batch.push(item?);
+            if batch.len() == 4096 {
+                caught_up += batch.len();
+                flat.append(&batch)?;
+                batch.clear();
+            }
+        }
+        caught_up += batch.len();
+        flat.append(&batch)?;
+        flat.sync()?;
+        Ok((flat, FlatOpen { caught_up, rebuilt }))
+    }
+
+    fn with(path: PathBuf, dim: usize, rows: usize, last_id: Option<u64>) -> Self {
+        Self {
+            path,
+            dim,
+            rows,
+            last_id,
+            unsynced: false,
+            tombstones: Vec::new(),
+            map: OnceLock::new(),
+        }
+    }
+
+    fn io_err(&self, source: std::io::Error) -> FlatError {
+        FlatError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn row_bytes(&self) -> usize {
+        8 + 4 * self.dim
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Rows in the file, tombstones included.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn live(&self) -> usize {
+        self.rows.saturating_sub(self.tombstones.len())
+    }
+
+    /// Appends (id, vector) rows; ids must be newer than every row here.
+    pub fn append(&mut self, points: &[(u64, Vec<f32>)]) -> Result<(), FlatError> {
+        let points: Vec<_> = points
+            .iter()
+            .filter(|(id, _)| self.last_id.is_none_or(|last| *id > last))
+            .collect();
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(points.len() * self.row_bytes());
+        for (id, v) in &points {
+            assert_eq!(v.len(), self.dim, "vector of the wrong dimension");
+            buf.extend_from_slice(&id.to_le_bytes());
+            for x in v {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let offset = (HEADER + self.rows * self.row_bytes()) as u64;
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).open(&self.path)?;
+            // Drops rows past the header's count left by a crash.
+            f.set_len(offset)?;
+            f.seek(SeekFrom::Start(offset))?;
+            f.write_all(&buf)
+        };
+        write().map_err(|e| self.io_err(e))?;
+        self.rows += points.len();
+        self.last_id = points.last().map(|(id, _)| *id);
+        self.unsynced = true;
+        self.map = OnceLock::new();
+        Ok(())
+    }
+
+    /// Makes appended rows durable, then counts them in the header.
+    pub fn sync(&mut self) -> Result<(), FlatError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        File::open(&self.path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| self.io_err(e))?;
+        self.write_header()?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn write_header(&mut self) -> Result<(), FlatError> {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&(self.dim as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&(self.rows as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&self.last_id.map_or(u64::MAX, |i| i).to_le_bytes());
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.path)?;
+            f.write_all(&h)?;
+            f.sync_data()
+        };
+        write().map_err(|e| self.io_err(e))
+    }
+
+    /// Marks ids as removed: they stay in the file until [`FlatVectors::rewrite`].
+    pub fn add_tombstones(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.tombstones.extend(ids);
+        self.tombstones.sort_unstable();
+        self.tombstones.dedup();
+    }
+
+    /// Writes the file afresh from the store's live vectors (compaction).
+    /// The new file replaces the old one atomically.
+    pub fn rewrite(&mut self, store: &Store) -> Result<usize, FlatError> {
+        let tmp_path = self.path.with_extension("flat.tmp");
+        let mut fresh = Self::with(tmp_path.clone(), self.dim, 0, None);
+        fresh.write_header()?;
+        let mut batch = Vec::new();
+        for item in store.vectors_after(None) {
+            batch.push(item?);
+            if batch.len() == 4096 {
+                fresh.append(&batch)?;
+                batch.clear();
+            }
+        }
+        fresh.append(&batch)?;
+        fresh.sync()?;
+        std::fs::rename(&tmp_path, &self.path).map_err(|e| self.io_err(e))?;
+        fresh.path = self.path.clone();
+        *self = fresh;
+        Ok(self.rows)
+    }
+
+    /// The rows as mapped bytes (empty when there are none).
+    fn data(&self) -> &[u8] {
+        let map = self.map.get_or_init(|| {
+            if self.rows == 0 {
+                return None;
+            }
+            let file = File::open(&self.path).ok()?;
+            // SAFETY: the file is only appended to past `rows`, and rewrites
+            // replace it by rename, so the mapped range never changes under us.
+            unsafe { memmap2::Mmap::map(&file) }.ok()
+        });
+        match map {
+            Some(m) => {
+                let end = (HEADER + self.rows * self.row_bytes()).min(m.len());
+                &m[HEADER..end]
+            }
+            None => &[],
+        }
+    }
+
+    fn is_dead(&self, id: u64) -> bool {
+        !self.tombstones.is_empty() && self.tombstones.binary_search(&id).is_ok()
+    }
+
+    /// The stored vector of a live id (binary search over the id-ordered rows).
+    pub fn get(&self, id: u64) -> Option<Vec<f32>> {
+        if self.is_dead(id) {
+            return None;
+        }
+        let data = self.data();
+        let rb = self.row_bytes();
+        let n = data.len() / rb;
+        let id_at = |i: usize| u64::from_le_bytes(data[i * rb..i * rb + 8].try_into().unwrap());
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match id_at(mid).cmp(&id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Some(floats(&data[mid * rb + 8..(mid + 1) * rb]).into_owned())
+                }
+            }
+        }
+        None
+    }
+
+    /// Every live (id, vector), in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, std::borrow::Cow<'_, [f32]>)> + '_ {
+        self.data()
+            .chunks_exact(self.row_bytes())
+            .map(|r| {
+                (
+                    u64::from_le_bytes(r[..8].try_into().unwrap()),
+                    floats(&r[8..]),
+                )
+            })
+            .filter(|(id, _)| !self.is_dead(*id))
+    }
+
+    /// The `k` nearest live rows to each query (ids and Euclidean distances,
+    /// nearest first), keeping only ids that pass `keep`. One pass over the
+    /// file serves every query; row chunks are scanned in parallel.
+    pub fn search(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        keep: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Vec<Vec<(u64, f32)>> {
+        let rb = self.row_bytes();
+        let fresh = || queries.iter().map(|_| TopK::new(k)).collect::<Vec<_>>();
+        let tops = self
+            .data()
+            .par_chunks(CHUNK_ROWS * rb)
+            .fold(fresh, |mut tops, chunk| {
+                let mut dist = vec![0f32; chunk.len() / rb];
+                for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                    squared_distances(chunk, rb, q, &mut dist);
+                    for (row, &d) in chunk.chunks_exact(rb).zip(&dist) {
+                        // Filters only run for rows that would make the list.
+                        if !top.admits(d) {
+                            continue;
+                        }
+                        let id = u64::from_le_bytes(row[..8].try_into().unwrap());
+                        if !self.is_dead(id) && keep(id) {
+                            top.push(id, d);
+                        }
+                    }
+                }
+                tops
+            })
+            .reduce(fresh, |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.merge(y);
+                }
+                a
+            });
+        tops.into_iter()
+            .map(|t| {
+                t.into_sorted()
+                    .into_iter()
+                    .map(|(id, d)| (id, d.sqrt()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Reads and checks the header: (rows, last id), or `None` when the file is
+/// missing, foreign, of another dimension or shorter than its count says.
+fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
+    let mut f = File::open(path).ok()?;
+    let mut h = [0u8; HEADER];
+    f.read_exact(&mut h).ok()?;
+    let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap());
+    if &h[..8] != MAGIC || u32::from_le_bytes(h[8..12].try_into().unwrap()) as usize != dim {
+        return None;
+    }
+    let rows = u64_at(16) as usize;
+    let last_id = Some(u64_at(24)).filter(|&i| i != u64::MAX);
+    let len = f.metadata().ok()?.len() as usize;
+    if len < HEADER + rows * (8 + 4 * dim) || (rows > 0) != last_id.is_some() {
+        return None;
+    }
+    Some((rows, last_id))
+}
+
+/// A row's floats: borrowed straight from the map where alignment allows.
+fn floats(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
+    match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+        Ok(v) if cfg!(target_endian = "little") => std::borrow::Cow::Borrowed(v),
+        _ => std::borrow::Cow::Owned(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+    }
+}
+
+/// Squared L2 distance from `q` to every row of `chunk` into `out`.
+fn squared_distances(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is built for.
+        unsafe { squared_distances_avx2(chunk, row_bytes, q, out) };
+        return;
+    }
+    squared_distances_portable(chunk, row_bytes, q, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn squared_distances_avx2(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
+    // Same code, compiled with 8-wide vectors.
+    squared_distances_portable(chunk, row_bytes, q, out)
+}
+
+#[inline(always)]
+fn squared_distances_portable(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
+    for (row, d) in chunk.chunks_exact(row_bytes).zip(out.iter_mut()) {
+        *d = l2sq(&floats(&row[8..]), q);
+    }
+}
+
+/// Squared distance with eight independent accumulators, so the loop
+/// vectorises (a single running sum would serialise on the additions).
+#[inline(always)]
+fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let t = x[i] - y[i];
+            acc[i] += t * t;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Change, Record};
+
+    fn record(n: u8) -> Record {
+        Record {
+            path: format!("/r/{n}.png").into_bytes(),
+            size: 1,
+            mtime_ns: 1,
+            hash: [n; 32],
+            label: None,
+            width: 1,
+            height: 1,
+            recon_error: 0.0,
+            ingested_at: 0,
+        }
+    }
+
+    fn vector(n: u8) -> Vec<f32> {
+        (0..10)
+            .map(|i| (n as f32) * 0.5 + i as f32 * 0.01)
+            .collect()
+    }
+
+    #[test]
+    fn catches_up_survives_torn_tail_and_matches_brute_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let adds: Vec<Change> = (0..50u8)
+            .map(|n| Change::Add {
+                record: record(n),
+                vector: vector(n),
+            })
+            .collect();
+        store.apply(&adds).unwrap();
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert_eq!((state.caught_up, state.rebuilt), (50, true));
+        let q = vector(20);
+        let hits = flat.search(&[&q], 3, &|_| true);
+        assert_eq!(hits[0][0], (20, 0.0));
+        assert_eq!(hits[0].len(), 3);
+        drop(flat);
+
+        // A crash after appending but before the header moved: garbage past
+        // the counted rows is ignored and replaced by the store's truth.
+        store
+            .apply(&[Change::Add {
+                record: record(60),
+                vector: vector(60),
+            }])
+            .unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[0xAB; 37]).unwrap();
+        drop(f);
+        store.apply(&[Change::Remove { id: 20 }]).unwrap();
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert_eq!((state.caught_up, state.rebuilt), (1, false));
+        assert_eq!(flat.rows(), 51);
+        assert_eq!(flat.live(), 50);
+        assert_eq!(flat.get(20), None);
+        assert_eq!(flat.get(50), Some(vector(60)));
+        let odd = |id: u64| id % 2 == 1 || id == 50;
+        let hits = flat.search(&[&q, &vector(60)], 4, &odd);
+        assert!(hits[0].iter().all(|(id, _)| *id != 20 && odd(*id)));
+        assert_eq!(hits[0].len(), 4);
+        assert_eq!(hits[1][0], (50, 0.0));
+        // Against a brute-force scan of the live rows.
+        let mut all: Vec<(u64, f32)> = flat
+            .iter()
+            .filter(|(id, _)| odd(*id))
+            .map(|(id, v)| (id, l2sq(&v, &q).sqrt()))
+            .collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let want: Vec<u64> = all[..4].iter().map(|x| x.0).collect();
+        let have: Vec<u64> = hits[0].iter().map(|x| x.0).collect();
+        assert_eq!(have, want);
+
+        // Compaction drops the dead row.
+        let mut flat = flat;
+        store.clear_tombstones().unwrap();
+        assert_eq!(flat.rewrite(&store).unwrap(), 50);
+        assert_eq!(flat.get(20), None);
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert_eq!((flat.rows(), state.caught_up), (50, 0));
+    }
+
+    #[test]
+    fn distance_kernel_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((l2sq(&a, &b) - naive).abs() < 1e-4);
+    }
+}
