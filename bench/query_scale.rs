@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
             format!("{e99:.2}"),
             format!("{:.0}", 1e3 / e50),
         ]);
-        for ef in [16, 32, 64, 128] {
+        for ef in [16, 32, 64, 96, 128] {
             let mut lat = Vec::new();
             let mut hit = 0usize;
             for (q, t_ids) in queries.iter().zip(&truth) {
@@ -185,7 +185,7 @@ fn main() -> anyhow::Result<()> {
         drop(index);
 
         // Cold: a fresh `imgsearch query` process per run (OS file cache warm).
-        let mut cold = |extra: &[&str], runs: usize| -> anyhow::Result<(f64, f64, String)> {
+        let cold = |extra: &[&str], runs: usize| -> anyhow::Result<(f64, f64, String)> {
             let mut times = Vec::new();
             let mut method = String::new();
             for _ in 0..runs {

@@ -41,7 +41,7 @@ train_one() {
       "$bin" train "$work/cifar-train" --out "$root/assets/models/photos.safetensors" \
         --data-name "CIFAR-10 train records 0-29999 (JPEG-decoded copy)" \
         --size 32 --channels 3 --latent 64 --widths 32,64,128 \
-        --epochs 10 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+        --epochs 10 --batch 128 --lr 2e-3 --loss bce --noise 0 --normalize gain --val 0.1 --seed 1 ;;
     *) echo "unknown default model: $1 (digits, fashion, photos)" >&2; exit 2 ;;
   esac
 }

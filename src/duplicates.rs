@@ -27,9 +27,25 @@ pub struct DuplicateMember {
     pub identical_set: usize,
 }
 
-/// Default threshold as a similarity (see [`Hit::similarity`]): pairs at or
-/// above it are near-duplicates.
+/// Fallback threshold as a similarity (see [`crate::search::Hit::similarity`])
+/// for models without a measured one: pairs at or above it are near-duplicates.
 pub const DEFAULT_DUPLICATE_SIMILARITY: f32 = 0.6;
+
+/// The default latent distance threshold for `model`: measured for the
+/// shipped models (see the README), else [`DEFAULT_DUPLICATE_SIMILARITY`].
+pub fn default_threshold(model: &crate::model::Model) -> f32 {
+    match model.name.as_str() {
+        // Below the 0.1th percentile of CIFAR-10 test images' distances to
+        // their nearest other image (`cargo bench --bench near_duplicates`).
+        "photos" => PHOTOS_THRESHOLD,
+        _ => {
+            let scale = (model.latent_dim() as f32).sqrt();
+            scale * (1.0 / DEFAULT_DUPLICATE_SIMILARITY - 1.0)
+        }
+    }
+}
+
+const PHOTOS_THRESHOLD: f32 = 1.0;
 
 /// Groups of near-duplicates: each image's `neighbours` nearest within
 /// `threshold` (latent distance) are linked, byte-identical files always are,

@@ -211,6 +211,11 @@ struct TrainArgs {
     /// Train as a denoiser: Gaussian noise of this std-dev on inputs, clean targets.
     #[arg(long, default_value_t = 0.0)]
     noise: f64,
+    /// Input normalization, recorded in the model file: `unit` (pixel / 255)
+    /// or `gain` (also scaled to a fixed mean brightness, so exposure changes
+    /// barely move embeddings; used for the `photos` default).
+    #[arg(long, value_enum, default_value_t = model::Normalization::Unit)]
+    normalize: model::Normalization,
     /// Share of images held out for validation (the best-validation epoch is kept).
     #[arg(long, default_value_t = 0.1)]
     val: f64,
@@ -444,9 +449,7 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
 fn duplicates(dir: PathBuf, threshold: Option<f32>, json: bool, csv: bool) -> Result<ExitCode> {
     use imgsearch::duplicates;
     let mut idx = Index::open(&dir, None, false)?;
-    let scale = (idx.model.latent_dim() as f32).sqrt();
-    let threshold =
-        threshold.unwrap_or(scale * (1.0 / duplicates::DEFAULT_DUPLICATE_SIMILARITY - 1.0));
+    let threshold = threshold.unwrap_or_else(|| duplicates::default_threshold(&idx.model));
     let groups = duplicates::duplicates(&mut idx, threshold, 8)?;
     if json {
         println!(
@@ -643,6 +646,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         weight_decay: args.weight_decay,
         loss: args.loss,
         noise: args.noise,
+        normalization: args.normalize,
         validation_fraction: args.val,
         seed: args.seed,
     };

@@ -60,6 +60,7 @@ fn config(epochs: usize, seed: u64) -> TrainConfig {
         weight_decay: 1e-4,
         loss: Loss::Bce,
         noise: 0.0,
+        normalization: model::Normalization::Unit,
         validation_fraction: 0.25,
         seed,
     }

@@ -36,7 +36,7 @@ impl Default for HnswParams {
     fn default() -> Self {
         Self {
             m: 16,
-            ef_construction: 64,
+            ef_construction: 128,
         }
     }
 }

@@ -50,9 +50,52 @@ pub enum ModelFileError {
     Write { path: PathBuf, message: String },
 }
 
-/// Pixel normalization the model expects. Only one exists today; the field
-/// is in the header so a future one cannot be confused with it.
-pub const NORMALIZATION: &str = "unit: pixel / 255, planar CHW";
+/// How pixels become model input, recorded in the header so a model is
+/// always fed the way it was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// pixel / 255.
+    #[default]
+    Unit,
+    /// pixel / 255, then scaled so the image's mean is [`GAIN_MEAN`]
+    /// (clamped at 1). Exposure changes then barely move the embedding,
+    /// which is what near-duplicate search on photos wants; digits, whose
+    /// ink coverage *is* the content, keep `Unit`.
+    Gain,
+}
+
+/// The mean brightness `Gain` normalizes every image to.
+pub const GAIN_MEAN: f32 = 0.45;
+
+impl Normalization {
+    /// The header's text for this normalization.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::Unit => "unit: pixel / 255, planar CHW",
+            Self::Gain => "gain: pixel / 255 scaled to mean 0.45 (clamped at 1), planar CHW",
+        }
+    }
+
+    pub fn from_header(text: &str) -> Option<Self> {
+        [Self::Unit, Self::Gain]
+            .into_iter()
+            .find(|n| n.header() == text)
+    }
+
+    /// Appends one planar image's model input values to `out`.
+    pub fn extend(self, bytes: &[u8], out: &mut Vec<f32>) {
+        let gain = match self {
+            Self::Unit => 1.0,
+            Self::Gain => {
+                let mean = bytes.iter().map(|&b| b as f32).sum::<f32>()
+                    / (bytes.len().max(1) as f32 * 255.0);
+                GAIN_MEAN / mean.max(1.0 / 255.0)
+            }
+        };
+        out.extend(bytes.iter().map(|&b| (b as f32 / 255.0 * gain).min(1.0)));
+    }
+}
 
 /// Everything the header records about a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +106,13 @@ pub struct ModelInfo {
     pub loss: String,
     pub normalization: String,
     pub training: TrainingRecord,
+}
+
+impl ModelInfo {
+    /// The input normalization (validated when the file was loaded).
+    pub fn input_normalization(&self) -> Normalization {
+        Normalization::from_header(&self.normalization).unwrap_or_default()
+    }
 }
 
 /// How the weights were obtained.
@@ -138,6 +188,12 @@ pub fn read_info(bytes: &[u8], origin: &str) -> Result<ModelInfo, ModelFileError
         origin: origin_s.clone(),
         message: e.to_string(),
     })?;
+    if Normalization::from_header(&info.normalization).is_none() {
+        return Err(ModelFileError::BadHeader {
+            origin: origin_s,
+            message: format!("unknown normalization `{}`", info.normalization),
+        });
+    }
     if info.architecture != ARCHITECTURE {
         return Err(ModelFileError::UnknownArchitecture {
             origin: origin_s,
@@ -262,4 +318,36 @@ pub fn serialize(tensors: &HashMap<String, Tensor>, info: &ModelInfo) -> Result<
 /// The first 16 hex digits of the blake3 hash of the file's bytes.
 pub fn fingerprint(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex()[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gain_normalization_cancels_exposure_and_round_trips_its_header() {
+        let img: Vec<u8> = (0..48).map(|i| (i * 4 + 20) as u8).collect();
+        let darker: Vec<u8> = img
+            .iter()
+            .map(|&b| (b as f32 * 0.8).round() as u8)
+            .collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        Normalization::Gain.extend(&img, &mut a);
+        Normalization::Gain.extend(&darker, &mut b);
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        assert!((mean - GAIN_MEAN).abs() < 1e-3, "mean {mean}");
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 0.01, "a 20% darker copy differs by {worst}");
+        let mut unit = Vec::new();
+        Normalization::Unit.extend(&img, &mut unit);
+        assert_eq!(unit[1], 24.0 / 255.0);
+        for n in [Normalization::Unit, Normalization::Gain] {
+            assert_eq!(Normalization::from_header(n.header()), Some(n));
+        }
+        assert_eq!(Normalization::from_header("unit"), None);
+    }
 }

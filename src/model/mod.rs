@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Module, Tensor};
 
 pub use autoencoder::ArchConfig;
-pub use file::{LoadedModel, ModelFileError, ModelInfo};
+pub use file::{LoadedModel, ModelFileError, ModelInfo, Normalization};
 pub use train::{Loss, TrainConfig, TrainEvent, TrainSet, TrainedModel};
 
 use crate::imageio::Pixels;
@@ -204,7 +204,9 @@ impl Model {
                     channels,
                 });
             }
-            values.extend(px.to_unit_f32());
+            self.info
+                .input_normalization()
+                .extend(&px.data, &mut values);
         }
         Ok(Tensor::from_vec(
             values,

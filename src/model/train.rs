@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::autoencoder::{ArchConfig, Autoencoder};
-use super::file::{self, ModelFileError, ModelInfo, TrainingRecord, ARCHITECTURE, NORMALIZATION};
+use super::file::{self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE};
 
 /// Reconstruction loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -63,6 +63,8 @@ pub struct TrainConfig {
     pub loss: Loss,
     /// Std-dev of Gaussian noise added to inputs (targets stay clean).
     pub noise: f64,
+    /// How pixels become input (and reconstruction targets).
+    pub normalization: Normalization,
     pub validation_fraction: f64,
     pub seed: u64,
 }
@@ -266,7 +268,7 @@ pub fn train(
                 cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
             );
             step += 1;
-            let (inputs, targets) = make_batch(data, chunk, cfg.noise, &mut rng, &device)?;
+            let (inputs, targets) = make_batch(data, chunk, cfg, &mut rng, &device)?;
             let loss = cfg.loss.compute(&net.forward_logits(&inputs)?, &targets)?;
             opt.backward_step(&loss)?;
             let value = loss.to_scalar::<f32>()? as f64;
@@ -304,7 +306,7 @@ pub fn train(
         architecture: ARCHITECTURE.to_string(),
         arch: cfg.arch.clone(),
         loss: cfg.loss.name().to_string(),
-        normalization: NORMALIZATION.to_string(),
+        normalization: cfg.normalization.header().to_string(),
         training: TrainingRecord {
             data: data_name.to_string(),
             images: data.len(),
@@ -338,7 +340,7 @@ fn evaluate(
 ) -> Result<f64, TrainError> {
     let (mut sum, mut count) = (0.0, 0usize);
     for chunk in indices.chunks(cfg.batch_size.max(256)) {
-        let (inputs, targets) = make_batch(data, chunk, cfg.noise, rng, device)?;
+        let (inputs, targets) = make_batch(data, chunk, cfg, rng, device)?;
         let loss = cfg
             .loss
             .compute(&net.forward_logits(&inputs)?.detach(), &targets)?;
@@ -352,15 +354,16 @@ fn evaluate(
 fn make_batch(
     data: &TrainSet,
     indices: &[usize],
-    noise: f64,
+    cfg: &TrainConfig,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    let noise = cfg.noise;
     let shape = (indices.len(), data.channels, data.size, data.size);
-    let clean: Vec<f32> = indices
-        .iter()
-        .flat_map(|&i| data.image(i).iter().map(|&b| b as f32 / 255.0))
-        .collect();
+    let mut clean: Vec<f32> = Vec::with_capacity(indices.len() * data.image_len());
+    for &i in indices {
+        cfg.normalization.extend(data.image(i), &mut clean);
+    }
     let targets = Tensor::from_vec(clean.clone(), shape, device)?;
     if noise <= 0.0 {
         return Ok((targets.clone(), targets));
