@@ -134,6 +134,22 @@ fn query_finds_itself_copies_respects_filters_and_removals() {
         );
     }
 
+    // The flat vector file is derived: deleted (or torn), it is rewritten
+    // from the store and answers exactly as before.
+    let before = query(&index, &[copy.to_str().unwrap(), "-k", "20", "--exact"]);
+    std::fs::remove_file(index.join("vectors.flat")).unwrap();
+    let after = query(&index, &[copy.to_str().unwrap(), "-k", "20", "--exact"]);
+    assert_eq!(results(&before), results(&after));
+    let len = std::fs::metadata(index.join("vectors.flat")).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(index.join("vectors.flat"))
+        .unwrap();
+    f.set_len(len - 30).unwrap();
+    drop(f);
+    let torn = query(&index, &[copy.to_str().unwrap(), "-k", "20", "--exact"]);
+    assert_eq!(results(&before), results(&torn));
+
     // By id, several queries at once, and an unreadable query.
     let v = query(&index, &["--id", "5", "-k", "1"]);
     assert_eq!(results(&v)[0]["id"], 5);
