@@ -253,9 +253,16 @@ fn build_index(
     train: &dataset::Dataset,
     std: &[f32],
 ) -> anyhow::Result<String> {
-    if let Ok(index) = Index::open(dir, None, false) {
-        if index.store.live_count()? as usize == size && Graph::saved_points(dir) == Some(size) {
-            return Ok("reused".into());
+    if let Ok(mut index) = Index::open(dir, None, false) {
+        if index.store.live_count()? as usize == size {
+            // A graph saved with other parameters is rebuilt (and saved) here.
+            let t = Instant::now();
+            index.ann.graph(&index.store)?;
+            index.save()?;
+            return Ok(format!(
+                "reused, graph ready in {:.0} s",
+                t.elapsed().as_secs_f64()
+            ));
         }
     }
     if dir.exists() {

@@ -45,7 +45,7 @@ pub fn default_threshold(model: &crate::model::Model) -> f32 {
     }
 }
 
-const PHOTOS_THRESHOLD: f32 = 1.0;
+const PHOTOS_THRESHOLD: f32 = 0.75;
 
 /// Groups of near-duplicates: each image's `neighbours` nearest within
 /// `threshold` (latent distance) are linked, byte-identical files always are,

@@ -362,6 +362,8 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         .filter_map(|q| q.latent.as_ref().ok().cloned())
         .collect();
     let (answers, method) = search::nearest_many(&mut idx, &vectors, &opts)?;
+    // A graph this process had to build or catch up is kept for next time.
+    idx.save()?;
     let mut answers = answers.into_iter();
 
     let mut groups = Vec::new();
@@ -451,6 +453,7 @@ fn duplicates(dir: PathBuf, threshold: Option<f32>, json: bool, csv: bool) -> Re
     let mut idx = Index::open(&dir, None, false)?;
     let threshold = threshold.unwrap_or_else(|| duplicates::default_threshold(&idx.model));
     let groups = duplicates::duplicates(&mut idx, threshold, 8)?;
+    idx.save()?;
     if json {
         println!(
             "{}",
