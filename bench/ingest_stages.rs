@@ -21,16 +21,9 @@ use imgsearch::model::Model;
 use imgsearch::store::{Change, Record, Store};
 use rayon::prelude::*;
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
+#[path = "common.rs"]
+mod common;
+use common::peak_rss_mb;
 
 fn main() -> anyhow::Result<()> {
     let Ok(dir) = std::env::var("BENCH_INGEST_DIR") else {

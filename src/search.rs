@@ -236,7 +236,7 @@ fn exact(ann: &Ann, queries: &[Vec<f32>], k: usize, only: Option<&[u64]>) -> Vec
                 .map(|q| {
                     let mut best = crate::knn::TopK::new(k);
                     for (id, v) in &rows {
-                        best.push(*id, v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum());
+                        best.push(*id, crate::ann::flat::l2sq(v, q));
                     }
                     best.into_sorted()
                         .into_iter()

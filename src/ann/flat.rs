@@ -395,7 +395,7 @@ fn squared_distances_portable(chunk: &[u8], row_bytes: usize, q: &[f32], out: &m
 /// Squared distance with eight independent accumulators, so the loop
 /// vectorises (a single running sum would serialise on the additions).
 #[inline(always)]
-fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
