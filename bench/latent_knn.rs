@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench latent_knn` (add models with
 //! `bench/train-bench-models.sh`, which writes target/bench-models/).
 //! Environment: `BENCH_DATASETS=mnist,fashion,cifar10` to choose,
-//! `BENCH_TRAIN_LIMIT` / `BENCH_TEST_LIMIT` for a quick partial run.
+//! `BENCH_TRAIN_LIMIT` / `BENCH_TEST_LIMIT` for a quick partial run,
+//! `BENCH_MODELS=a,b` to measure other models (names or files).
 
 use std::path::Path;
 use std::time::Instant;
@@ -73,6 +74,12 @@ fn main() -> anyhow::Result<()> {
         let test = dataset::load(name, &src, Split::Test, test_limit)?;
         println!("{key}: {} train, {} test images", train.len(), test.len());
 
+        // BENCH_MODELS replaces the model list (names or files), e.g. to
+        // compare candidates before shipping one.
+        let models = match std::env::var("BENCH_MODELS") {
+            Ok(list) => list.split(',').map(str::to_string).collect(),
+            Err(_) => models,
+        };
         let mut dims = Vec::new();
         for spec in models {
             let model = match Model::load(&spec) {
@@ -193,7 +200,10 @@ fn knn_accuracy(
     let correct = neighbours
         .iter()
         .zip(&test_ds.labels)
-        .filter(|(n, &l)| knn::vote(n, &labels) == l as u32)
+        .filter(|(n, &l)| {
+            let voters = n.iter().map(|&(i, d)| (labels[i], d));
+            knn::vote(voters, knn::Weighting::Majority).map(|b| *b.winner()) == Some(l as u32)
+        })
         .count();
     Ok((correct as f64 / test_ds.len() as f64, seconds))
 }

@@ -26,6 +26,6 @@ for m in "${models[@]}"; do
   start=$(date +%s)
   "$bin" train "$work/$dir" --out "$out/$m.safetensors" --data-name "$ds train (60000 images)" \
     --size 28 --channels 1 --latent "$latent" --widths 32,64 \
-    --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1
+    --epochs 24 --batch 128 --lr 2e-3 --loss bce --noise 0.3 --val 0.1 --seed 1
   echo "$m: trained in $(( $(date +%s) - start )) s"
 done

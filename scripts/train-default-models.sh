@@ -9,6 +9,8 @@
 # models were trained with RAYON_NUM_THREADS=1 (two models at a time on a
 # 2-core machine, which is faster than one model on both cores).
 # Afterwards rebuild (`cargo build --release`) to embed the new files.
+# OUT=dir writes the models there instead of assets/models (to compare
+# candidates before replacing the shipped files).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${IMGSEARCH_DATA:-$root/../shared/data}
@@ -16,7 +18,8 @@ work=${WORK:-$root/target/default-models-data}
 bin=$root/target/release/imgsearch
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 [ -x "$bin" ] || cargo build --release --manifest-path "$root/Cargo.toml"
-mkdir -p "$work" "$root/assets/models"
+out=${OUT:-$root/assets/models}
+mkdir -p "$work" "$out"
 
 export_once() { # name src out
   [ -d "$work/$3" ] || "$bin" dataset export "$1" "$data/$2" --out "$work/$3" --split train
@@ -26,19 +29,19 @@ train_one() {
   case "$1" in
     digits)
       export_once mnist mnist mnist-train
-      "$bin" train "$work/mnist-train" --out "$root/assets/models/digits.safetensors" \
+      "$bin" train "$work/mnist-train" --out "$out/digits.safetensors" \
         --data-name "MNIST train (60000 images)" \
         --size 28 --channels 1 --latent 16 --widths 32,64 \
-        --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+        --epochs 24 --batch 128 --lr 2e-3 --loss bce --noise 0.3 --val 0.1 --seed 1 ;;
     fashion)
       export_once fashion-mnist fashion-mnist fashion-train
-      "$bin" train "$work/fashion-train" --out "$root/assets/models/fashion.safetensors" \
+      "$bin" train "$work/fashion-train" --out "$out/fashion.safetensors" \
         --data-name "Fashion-MNIST train (60000 images)" \
         --size 28 --channels 1 --latent 16 --widths 32,64 \
-        --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+        --epochs 24 --batch 128 --lr 2e-3 --loss bce --noise 0.3 --val 0.1 --seed 1 ;;
     photos)
       export_once cifar10 cifar-10-jpeg cifar-train
-      "$bin" train "$work/cifar-train" --out "$root/assets/models/photos.safetensors" \
+      "$bin" train "$work/cifar-train" --out "$out/photos.safetensors" \
         --data-name "CIFAR-10 train records 0-29999 (JPEG-decoded copy)" \
         --size 32 --channels 3 --latent 64 --widths 32,64,128 \
         --epochs 10 --batch 128 --lr 2e-3 --loss bce --noise 0 --normalize gain --val 0.1 --seed 1 ;;

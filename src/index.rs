@@ -116,15 +116,9 @@ impl Index {
     }
 
     pub fn status(&self) -> Result<Status, IndexError> {
-        let mut labels = std::collections::BTreeMap::new();
-        let mut unlabelled = 0u64;
-        for item in self.store.records() {
-            let (_, rec) = item?;
-            match rec.label {
-                Some(l) => *labels.entry(l).or_insert(0u64) += 1,
-                None => unlabelled += 1,
-            }
-        }
+        let labels = self.store.label_counts()?;
+        let images = self.store.live_count()?;
+        let unlabelled = images.saturating_sub(labels.values().sum());
         Ok(Status {
             index: self.dir.clone(),
             model: self
@@ -132,7 +126,7 @@ impl Index {
                 .model_stamp()?
                 .expect("an open index has a model"),
             schema_version: self.store.schema_version()?,
-            images: self.store.live_count()?,
+            images,
             tombstones: self.store.tombstone_count()?,
             ann: self.ann.status(),
             roots: self.store.roots()?,

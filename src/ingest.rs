@@ -23,18 +23,22 @@ use serde::Serialize;
 
 use crate::imageio::{self, has_image_extension, DecodeLimits, Pixels};
 use crate::index::{Index, IndexError};
+use crate::labels::LabelSource;
 use crate::model::Model;
 use crate::store::{path_to_bytes, Change, Record, Store, StoreError};
 
 /// Files prepared per batch (decode in parallel, one transaction).
 pub const BATCH: usize = 256;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct IngestOptions {
     /// Glob patterns (matched against the path relative to the root, and
     /// against the file name) of files and folders to leave out.
     pub exclude: Vec<String>,
     pub limits: DecodeLimits,
+    /// Where labels come from (folder names unless a labels file is given).
+    /// A stored image whose label changed is updated without re-encoding.
+    pub labels: LabelSource,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,9 @@ pub struct IngestReport {
     pub images_per_second: f64,
     /// Whether the graph was rebuilt to drop tombstones.
     pub compacted: bool,
+    /// With a labels file: its labelled rows that named no image found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels_unmatched: Option<u64>,
 }
 
 /// What the producer found for one file.
@@ -183,6 +190,7 @@ pub fn ingest(
         let root_ref = &root;
         let set_ref = &set;
         let limits = opts.limits;
+        let labels = &opts.labels;
         let shape = (model.input_size(), model.channels());
         scope.spawn(move || {
             let mut paths = Vec::with_capacity(BATCH);
@@ -190,7 +198,7 @@ pub fn ingest(
             let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>| {
                 let prepared: Vec<Prepared> = paths
                     .par_iter()
-                    .map(|p| prepare(p, root_ref, store, shape, limits))
+                    .map(|p| prepare(p, root_ref, labels, store, shape, limits))
                     .collect();
                 paths.clear();
                 tx.send((prepared, std::mem::take(errors))).is_ok()
@@ -260,6 +268,9 @@ pub fn ingest(
     }
     index.save()?;
 
+    if let LabelSource::File(file) = &opts.labels {
+        report.labels_unmatched = Some(file.len().saturating_sub(file.matched()) as u64);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     report.images_per_second = report.encoded as f64 / report.seconds.max(1e-9);
     Ok(report)
@@ -269,6 +280,7 @@ pub fn ingest(
 fn prepare(
     path: &Path,
     root: &Path,
+    labels: &LabelSource,
     store: &Store,
     (input_size, channels): (usize, usize),
     limits: DecodeLimits,
@@ -294,9 +306,16 @@ fn prepare(
         Ok(id) => id.and_then(|id| store.record(id).ok().flatten().map(|r| (id, r))),
         Err(e) => return fail(e.to_string()),
     };
+    let label = labels.label_for(root, path);
     if let Some((id, rec)) = &existing {
         if rec.size == size && rec.mtime_ns == mtime_ns {
-            return Prepared::Unchanged { id: *id };
+            if rec.label == label {
+                return Prepared::Unchanged { id: *id };
+            }
+            // Relabelled only: no need to read the file.
+            let mut record = rec.clone();
+            record.label = label;
+            return Prepared::Touched { id: *id, record };
         }
     }
     if size == 0 {
@@ -307,11 +326,6 @@ fn prepare(
         Err(e) => return fail(format!("cannot read: {e}")),
     };
     let hash: [u8; 32] = *blake3::hash(&bytes).as_bytes();
-    let label = path
-        .parent()
-        .filter(|p| *p != root)
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned());
     let mut record = Record {
         path: path_bytes,
         size,

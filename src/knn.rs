@@ -1,4 +1,4 @@
-//! Exact k-nearest-neighbour search and voting over dense vectors.
+//! Exact k-nearest-neighbour search and the vote over neighbours' labels.
 //!
 //! Squared L2 distances come from one matrix product per block of queries
 //! (`|q|² + |x|² − 2 q·x`), which runs at GEMM speed on the CPU; this is the
@@ -109,22 +109,93 @@ impl<T> TopK<T> {
     }
 }
 
-/// Majority vote over neighbour labels. Ties go to the label whose nearest
-/// voter is closest (so k=1 behaviour is recovered), then the lower label.
-pub fn vote(neighbours: &[(usize, f32)], labels: &[u32]) -> u32 {
-    let mut tally: Vec<(u32, usize, usize)> = Vec::new(); // (label, votes, rank of first voter)
-    for (rank, &(i, _)) in neighbours.iter().enumerate() {
-        let label = labels[i];
-        match tally.iter_mut().find(|t| t.0 == label) {
-            Some(t) => t.1 += 1,
-            None => tally.push((label, 1, rank)),
+/// How each of the k neighbours' votes counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weighting {
+    /// One vote each (plain kNN).
+    #[default]
+    Majority,
+    /// `1 / distance`: nearer neighbours count more (Dudani's idea in its
+    /// simplest form); a neighbour at distance 0 outweighs all others.
+    InverseDistance,
+}
+
+impl Weighting {
+    fn weight(self, distance: f32) -> f64 {
+        match self {
+            Weighting::Majority => 1.0,
+            Weighting::InverseDistance => 1.0 / (distance as f64).max(1e-9),
         }
     }
-    tally
-        .into_iter()
-        .min_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)))
-        .map(|t| t.0)
-        .expect("at least one neighbour")
+}
+
+/// One label's part in a vote.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tally<L> {
+    pub label: L,
+    /// Neighbours with this label.
+    pub votes: usize,
+    /// Their summed weight (= `votes` for a majority vote).
+    pub weight: f64,
+    /// Rank (0 = nearest) of this label's nearest neighbour.
+    pub nearest_rank: usize,
+}
+
+/// The outcome of a kNN vote: every label that got a vote, winner first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Ballot<L> {
+    pub tallies: Vec<Tally<L>>,
+}
+
+impl<L> Ballot<L> {
+    pub fn winner(&self) -> &L {
+        &self.tallies[0].label
+    }
+
+    /// The winner's share of the total weight (its vote share), 0 to 1.
+    pub fn confidence(&self) -> f64 {
+        let total: f64 = self.tallies.iter().map(|t| t.weight).sum();
+        self.tallies[0].weight / total.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Votes over neighbours given nearest first as `(label, distance)`.
+///
+/// The label with the most weight wins. Ties go to the label whose nearest
+/// voter is closest (so a tie among k neighbours falls back to the k=1
+/// answer), then to the label that sorts first. `None` when there are no
+/// voters.
+pub fn vote<L: Ord + Clone>(
+    neighbours: impl IntoIterator<Item = (L, f32)>,
+    weighting: Weighting,
+) -> Option<Ballot<L>> {
+    let mut tallies: Vec<Tally<L>> = Vec::new();
+    for (rank, (label, distance)) in neighbours.into_iter().enumerate() {
+        let weight = weighting.weight(distance);
+        match tallies.iter_mut().find(|t| t.label == label) {
+            Some(t) => {
+                t.votes += 1;
+                t.weight += weight;
+            }
+            None => tallies.push(Tally {
+                label,
+                votes: 1,
+                weight,
+                nearest_rank: rank,
+            }),
+        }
+    }
+    if tallies.is_empty() {
+        return None;
+    }
+    tallies.sort_by(|a, b| {
+        b.weight
+            .total_cmp(&a.weight)
+            .then(a.nearest_rank.cmp(&b.nearest_rank))
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    Some(Ballot { tallies })
 }
 
 #[cfg(test)]
@@ -165,9 +236,26 @@ mod tests {
     }
 
     #[test]
-    fn vote_ties_go_to_nearest() {
-        let labels = [0, 1, 1, 0];
-        assert_eq!(vote(&[(3, 0.1), (1, 0.2), (2, 0.3), (0, 0.4)], &labels), 0);
-        assert_eq!(vote(&[(1, 0.1), (0, 0.2), (3, 0.3)], &labels), 0);
+    fn vote_ties_go_to_nearest_and_weights_count() {
+        let majority = |n: &[(u32, f32)]| {
+            *vote(n.iter().copied(), Weighting::Majority)
+                .unwrap()
+                .winner()
+        };
+        // 2–2: the label of the nearest neighbour wins.
+        assert_eq!(majority(&[(0, 0.1), (1, 0.2), (1, 0.3), (0, 0.4)]), 0);
+        assert_eq!(majority(&[(1, 0.1), (0, 0.2), (0, 0.3)]), 0);
+        let ballot = vote([("b", 1.0), ("a", 2.0), ("a", 3.0)], Weighting::Majority).unwrap();
+        assert_eq!((*ballot.winner(), ballot.confidence()), ("a", 2.0 / 3.0));
+        assert_eq!(ballot.tallies[1].nearest_rank, 0);
+        // Weighted: one very near neighbour outvotes two far ones.
+        let weighted = vote(
+            [("b", 0.1), ("a", 2.0), ("a", 3.0)],
+            Weighting::InverseDistance,
+        )
+        .unwrap();
+        assert_eq!(*weighted.winner(), "b");
+        assert!((weighted.confidence() - 10.0 / (10.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-9);
+        assert!(vote(Vec::<(u8, f32)>::new(), Weighting::Majority).is_none());
     }
 }

@@ -6,15 +6,20 @@
 //! datasets; [`knn`] is exact nearest-neighbour search and voting.
 //! [`ingest`] runs walk → decode → encode → [`store`] (sled) → [`ann`]
 //! (flat vector file and HNSW graph) into an [`index`] folder; [`search`]
-//! and [`duplicates`] read it.
+//! and [`duplicates`] read it. [`labels`] says where labels come from;
+//! [`classify`] lets labelled neighbours vote and [`eval`] measures that on
+//! a labelled test folder.
 
 pub mod ann;
+pub mod classify;
 pub mod dataset;
 pub mod duplicates;
+pub mod eval;
 pub mod imageio;
 pub mod index;
 pub mod ingest;
 pub mod knn;
+pub mod labels;
 pub mod model;
 pub mod search;
 pub mod sheet;

@@ -16,7 +16,10 @@ use imgsearch::dataset::{self, DatasetName, Split};
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::{self, Index};
 use imgsearch::ingest::{self, IngestOptions};
+use imgsearch::labels::{LabelFile, LabelSource};
 use imgsearch::model::{self, ArchConfig, Loss, Model, TrainConfig, TrainEvent, TrainSet};
+
+mod cli;
 
 const EXIT_PARTIAL: u8 = 3;
 
@@ -41,6 +44,12 @@ enum Command {
     Ingest(IngestArgs),
     /// Find the indexed images most similar to an image (or several).
     Query(QueryArgs),
+    /// Predict labels by a vote of the nearest labelled indexed images (kNN).
+    Classify(cli::knn::ClassifyArgs),
+    /// Measure kNN classification on a labelled test folder: accuracy,
+    /// per-class precision/recall, confusion matrix, timings; optionally
+    /// beside raw pixels (--baseline raw) and exact search (--exact).
+    Eval(cli::knn::EvalArgs),
     /// Groups of near-duplicate images in the index (byte-identical ones marked).
     Duplicates {
         #[command(flatten)]
@@ -114,6 +123,11 @@ struct IngestArgs {
     /// Leave out files and folders matching this glob (relative path or name); repeatable.
     #[arg(long)]
     exclude: Vec<String>,
+    /// Take labels from this CSV of `path,label` rows (paths relative to DIR
+    /// or absolute; optional header) instead of folder names. Unlisted images
+    /// are stored unlabelled; a changed label is updated without re-encoding.
+    #[arg(long, value_name = "FILE.csv")]
+    labels: Option<PathBuf>,
     /// Refuse images larger than this many megapixels (decompression bombs).
     #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
     max_megapixels: f64,
@@ -263,6 +277,8 @@ fn main() -> ExitCode {
             json,
             csv,
         } => duplicates(index.index, threshold, json, csv),
+        Command::Classify(args) => cli::knn::classify(args),
+        Command::Eval(args) => cli::knn::eval(args),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
         Command::Reindex { index, model, json } => reindex(index.index, model, json),
@@ -293,11 +309,20 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
     if idx.ann.flat_state.rebuilt && idx.store.live_count()? > 0 {
         eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
     }
+    let labels = match &args.labels {
+        Some(file) => {
+            let root = std::fs::canonicalize(&args.dir)
+                .with_context(|| format!("cannot ingest {}", args.dir.display()))?;
+            LabelSource::File(LabelFile::read(file, &root)?)
+        }
+        None => LabelSource::Folders,
+    };
     let opts = IngestOptions {
         exclude: args.exclude,
         limits: DecodeLimits {
             max_megapixels: args.max_megapixels,
         },
+        labels,
     };
     let bar = if std::io::stderr().is_terminal() {
         let total = ingest::count_files(&args.dir, &opts).unwrap_or(0);
@@ -318,6 +343,13 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
     } else {
         for f in &report.failures {
             eprintln!("skipped {}: {}", f.path, f.reason);
+        }
+        if let (Some(n @ 1..), Some(file)) = (report.labels_unmatched, &args.labels) {
+            eprintln!(
+                "warning: {n} labelled rows of {} named no image under {}",
+                file.display(),
+                report.root.display()
+            );
         }
         println!(
             "{}: scanned {}, added {}, updated {}, renamed {}, unchanged {}, removed {}, failed {} in {:.1}s ({:.0} images/s encoded)",
@@ -351,6 +383,7 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         exact: args.exact,
         hnsw: args.hnsw,
         ef: args.ef,
+        ..Default::default()
     };
     let mut queries = Vec::new();
     if let Some(id) = args.id {

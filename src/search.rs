@@ -42,6 +42,8 @@ pub struct QueryOptions {
     pub under: Option<std::path::PathBuf>,
     /// Only images with this label.
     pub label: Option<String>,
+    /// Only images with a label (the voters of a kNN classification).
+    pub labelled: bool,
     /// Force the exact scan.
     pub exact: bool,
     /// Force the graph (for comparisons; loses to exact on small sets).
@@ -183,17 +185,31 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
     Ok(out)
 }
 
-/// Sorted ids passing the filters, or `None` when there are none.
+/// Sorted ids passing the filters, or `None` when every live image does.
 fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
-    if opts.under.is_none() && opts.label.is_none() {
-        return Ok(None);
-    }
-    let label_ok = |rec: &crate::store::Record| {
-        opts.label
-            .as_ref()
-            .is_none_or(|l| rec.label.as_ref() == Some(l))
+    let any_label = opts.labelled || opts.label.is_some();
+    let label_ok = |label: Option<&str>| match &opts.label {
+        Some(want) => label == Some(want.as_str()),
+        None => !opts.labelled || label.is_some(),
     };
     let mut ids: Vec<u64> = match &opts.under {
+        None if !any_label => return Ok(None),
+        None if opts.label.is_none() => {
+            // Labelled only: nothing to filter when every image has a label.
+            let labelled: u64 = store.label_counts()?.values().sum();
+            if labelled >= store.live_count()? {
+                return Ok(None);
+            }
+            store
+                .labelled()
+                .map(|r| r.map(|(id, _)| id))
+                .collect::<Result<_, _>>()?
+        }
+        None => store
+            .labelled()
+            .filter(|r| r.as_ref().map_or(true, |(_, l)| label_ok(Some(l))))
+            .map(|r| r.map(|(id, _)| id))
+            .collect::<Result<_, _>>()?,
         Some(dir) => {
             let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
             let mut prefix = path_to_bytes(&dir);
@@ -203,19 +219,12 @@ fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, S
             let mut ids = Vec::new();
             for item in store.paths_under(&prefix) {
                 let (_, id) = item?;
-                // A label filter needs the record; a prefix alone does not.
-                if opts.label.is_none() || store.record(id)?.is_some_and(|r| label_ok(&r)) {
+                if !any_label || label_ok(store.label_of(id)?.as_deref()) {
                     ids.push(id);
                 }
             }
             ids
         }
-        // Label only: one pass over the records.
-        None => store
-            .records()
-            .filter(|r| r.as_ref().map_or(true, |(_, rec)| label_ok(rec)))
-            .map(|r| r.map(|(id, _)| id))
-            .collect::<Result<_, _>>()?,
     };
     ids.sort_unstable();
     Ok(Some(ids))

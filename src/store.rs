@@ -9,6 +9,9 @@
 //! - `paths`: path bytes → id (one live record per path).
 //! - `hashes`: blake3 ‖ id → () (renames, exact duplicates).
 //! - `tombstones`: id → () for ids still in the HNSW graph but no longer live.
+//! - `labelled`: id → label (UTF-8) for every live record that has one, so
+//!   kNN voters and label filters need no record decoding.
+//! - `labels`: label → live count (big-endian u64), for `status`.
 //!
 //! Every change is one multi-tree transaction, so a kill at any moment leaves
 //! whole batches or nothing; counters move in the same transaction.
@@ -20,11 +23,39 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 /// Current schema; [`MIGRATIONS`] lifts older stores to it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each runs
-/// in its own transaction-safe steps and bumps the version when done.
-const MIGRATIONS: &[fn(&sled::Db) -> sled::Result<()>] = &[];
+/// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each is
+/// safe to re-run after a kill (it rebuilds what it writes from scratch); the
+/// version is bumped only once it is done.
+const MIGRATIONS: &[fn(&sled::Db) -> Result<(), StoreError>] = &[migrate_v1_label_trees];
+
+/// v1 → v2: the `labelled` and `labels` trees, derived from the records.
+fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
+    let (images, labelled, labels) = (
+        db.open_tree("images")?,
+        db.open_tree("labelled")?,
+        db.open_tree("labels")?,
+    );
+    labelled.clear()?;
+    labels.clear()?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for kv in images.iter() {
+        let (k, v) = kv?;
+        let rec: Record = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
+            id: id_of(&k),
+            message: e.to_string(),
+        })?;
+        if let Some(label) = rec.label {
+            labelled.insert(&k, label.as_bytes())?;
+            *counts.entry(label).or_default() += 1;
+        }
+    }
+    for (label, n) in counts {
+        labels.insert(label.as_bytes(), &n.to_be_bytes())?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,6 +140,8 @@ pub struct Store {
     paths: sled::Tree,
     hashes: sled::Tree,
     tombstones: sled::Tree,
+    labelled: sled::Tree,
+    labels: sled::Tree,
 }
 
 fn key(id: u64) -> [u8; 8] {
@@ -165,6 +198,8 @@ impl Store {
             paths: db.open_tree("paths")?,
             hashes: db.open_tree("hashes")?,
             tombstones: db.open_tree("tombstones")?,
+            labelled: db.open_tree("labelled")?,
+            labels: db.open_tree("labels")?,
             db,
         };
         store.migrate(dir)?;
@@ -188,6 +223,7 @@ impl Store {
         }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize - 1) {
             migration(&self.db)?;
+            self.db.flush()?;
             self.meta
                 .insert("schema_version", &(i as u64 + 2).to_be_bytes())?;
             self.db.flush()?;
@@ -332,6 +368,34 @@ impl Store {
             .collect()
     }
 
+    /// Live images per label, by label.
+    pub fn label_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.labels
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let n = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+                Ok((String::from_utf8_lossy(&k).into_owned(), n))
+            })
+            .collect()
+    }
+
+    /// Every live labelled (id, label), in id order.
+    pub fn labelled(&self) -> impl Iterator<Item = Result<(u64, String), StoreError>> + '_ {
+        self.labelled.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((id_of(&k), String::from_utf8_lossy(&v).into_owned()))
+        })
+    }
+
+    /// The label of a live record, if it has one.
+    pub fn label_of(&self, id: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .labelled
+            .get(key(id))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Clears the tombstones after the graph was rebuilt without them.
     pub fn clear_tombstones(&self) -> Result<(), StoreError> {
         // Read first: iterating a tree inside its own transaction deadlocks.
@@ -359,56 +423,65 @@ impl Store {
             &self.paths,
             &self.hashes,
             &self.tombstones,
+            &self.labelled,
+            &self.labels,
         )
-            .transaction(|(meta, images, vectors, paths, hashes, tombs)| {
-                let tx = TxTrees {
-                    meta,
-                    images,
-                    vectors,
-                    paths,
-                    hashes,
-                    tombs,
-                };
-                let mut added = Vec::new();
-                for change in changes {
-                    match change {
-                        Change::Add { record, vector } => {
-                            let id = tx_counter(meta, "next_id", 1)? - 1;
-                            // A path has one live record: replace any older one.
-                            if let Some(old) = paths.get(&record.path)? {
-                                tx.remove(id_of(&old))?;
-                            }
-                            images.insert(&key(id), encode(record))?;
-                            vectors.insert(&key(id), vector_bytes(vector))?;
-                            paths.insert(record.path.as_slice(), &key(id))?;
-                            hashes.insert(hash_key(&record.hash, id), &[])?;
-                            tx_counter(meta, "live", 1)?;
-                            added.push(id);
-                        }
-                        Change::Move { id, record } | Change::Touch { id, record } => {
-                            let Some(old) = images.get(key(*id))? else {
-                                continue;
-                            };
-                            let old: Record = postcard::from_bytes(&old)
-                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                            if old.path != record.path {
-                                paths.remove(old.path.as_slice())?;
-                                if let Some(other) = paths.get(&record.path)? {
-                                    if id_of(&other) != *id {
-                                        tx.remove(id_of(&other))?;
-                                    }
+            .transaction(
+                |(meta, images, vectors, paths, hashes, tombs, labelled, labels)| {
+                    let tx = TxTrees {
+                        meta,
+                        images,
+                        vectors,
+                        paths,
+                        hashes,
+                        tombs,
+                        labelled,
+                        labels,
+                    };
+                    let mut added = Vec::new();
+                    for change in changes {
+                        match change {
+                            Change::Add { record, vector } => {
+                                let id = tx_counter(meta, "next_id", 1)? - 1;
+                                // A path has one live record: replace any older one.
+                                if let Some(old) = paths.get(&record.path)? {
+                                    tx.remove(id_of(&old))?;
                                 }
-                                paths.insert(record.path.as_slice(), &key(*id))?;
+                                images.insert(&key(id), encode(record))?;
+                                vectors.insert(&key(id), vector_bytes(vector))?;
+                                paths.insert(record.path.as_slice(), &key(id))?;
+                                hashes.insert(hash_key(&record.hash, id), &[])?;
+                                tx.set_label(id, None, record.label.as_deref())?;
+                                tx_counter(meta, "live", 1)?;
+                                added.push(id);
                             }
-                            images.insert(&key(*id), encode(record))?;
-                        }
-                        Change::Remove { id } => {
-                            tx.remove(*id)?;
+                            Change::Move { id, record } | Change::Touch { id, record } => {
+                                let Some(old) = images.get(key(*id))? else {
+                                    continue;
+                                };
+                                let old: Record = postcard::from_bytes(&old).map_err(|e| {
+                                    ConflictableTransactionError::Abort(e.to_string())
+                                })?;
+                                if old.path != record.path {
+                                    paths.remove(old.path.as_slice())?;
+                                    if let Some(other) = paths.get(&record.path)? {
+                                        if id_of(&other) != *id {
+                                            tx.remove(id_of(&other))?;
+                                        }
+                                    }
+                                    paths.insert(record.path.as_slice(), &key(*id))?;
+                                }
+                                tx.set_label(*id, old.label.as_deref(), record.label.as_deref())?;
+                                images.insert(&key(*id), encode(record))?;
+                            }
+                            Change::Remove { id } => {
+                                tx.remove(*id)?;
+                            }
                         }
                     }
-                }
-                Ok(added)
-            })
+                    Ok(added)
+                },
+            )
             .map_err(tx_error)?;
         self.db.flush()?;
         Ok(ids)
@@ -437,6 +510,8 @@ struct TxTrees<'a> {
     paths: &'a TransactionalTree,
     hashes: &'a TransactionalTree,
     tombs: &'a TransactionalTree,
+    labelled: &'a TransactionalTree,
+    labels: &'a TransactionalTree,
 }
 
 impl TxTrees<'_> {
@@ -452,9 +527,31 @@ impl TxTrees<'_> {
             self.paths.remove(old.path.as_slice())?;
         }
         self.hashes.remove(hash_key(&old.hash, id))?;
+        self.set_label(id, old.label.as_deref(), None)?;
         self.tombs.insert(&key(id), &[])?;
         tx_counter(self.meta, "live", -1)?;
         tx_counter(self.meta, "tombstones", 1)?;
+        Ok(())
+    }
+}
+
+impl TxTrees<'_> {
+    /// Moves `id` from label `old` to label `new` (either may be none),
+    /// keeping the per-label counts.
+    fn set_label(&self, id: u64, old: Option<&str>, new: Option<&str>) -> TxResult<()> {
+        if old == new {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            if tx_counter(self.labels, old, -1)? == 0 {
+                self.labels.remove(old.as_bytes())?;
+            }
+            self.labelled.remove(&key(id))?;
+        }
+        if let Some(new) = new {
+            tx_counter(self.labels, new, 1)?;
+            self.labelled.insert(&key(id), new.as_bytes())?;
+        }
         Ok(())
     }
 }
@@ -529,5 +626,57 @@ mod tests {
         assert_eq!(paths, [0]);
         store.clear_tombstones().unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn label_trees_follow_changes_and_migrate_from_v1() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut unlabelled = record("/a/3.png", 3);
+        unlabelled.label = None;
+        store
+            .apply(&[
+                Change::Add {
+                    record: record("/a/1.png", 1),
+                    vector: vec![0.0],
+                },
+                Change::Add {
+                    record: record("/a/2.png", 2),
+                    vector: vec![0.0],
+                },
+                Change::Add {
+                    record: unlabelled,
+                    vector: vec![0.0],
+                },
+            ])
+            .unwrap();
+        let mut relabelled = record("/a/2.png", 2);
+        relabelled.label = Some("y".into());
+        store
+            .apply(&[Change::Touch {
+                id: 1,
+                record: relabelled,
+            }])
+            .unwrap();
+        let counts = |s: &Store| s.label_counts().unwrap().into_iter().collect::<Vec<_>>();
+        assert_eq!(counts(&store), [("x".into(), 1), ("y".into(), 1)]);
+        store.apply(&[Change::Remove { id: 0 }]).unwrap();
+        assert_eq!(counts(&store), [("y".to_string(), 1)]);
+        let labelled: Vec<_> = store.labelled().map(|r| r.unwrap()).collect();
+        assert_eq!(labelled, [(1, "y".to_string())]);
+        assert_eq!(store.label_of(2).unwrap(), None);
+
+        // Turn it back into a v1 store: no label trees, version 1.
+        store.labelled.clear().unwrap();
+        store.labels.clear().unwrap();
+        store
+            .meta
+            .insert("schema_version", &1u64.to_be_bytes())
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(counts(&store), [("y".to_string(), 1)]);
+        assert_eq!(store.label_of(1).unwrap(), Some("y".into()));
     }
 }
