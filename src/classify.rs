@@ -2,16 +2,17 @@
 //! embedding vote for its label.
 //!
 //! The autoencoder never saw a label; the vote is where labels enter. Images
-//! without a label are searched past (they never vote), and an image that is
-//! itself in the index does not vote for itself: its own record and stored
-//! copies of the same bytes are left out (leave-one-out), so a prediction
-//! for an indexed image says what the *other* images make of it.
+//! without a label are searched past (they never vote), and an image never
+//! votes for itself: its own record and stored copies of the same bytes are
+//! left out ([`copies_of`]; leave-one-out), so a prediction for an indexed
+//! image says what the *other* images make of it, and `eval` on a test set
+//! that overlaps the index is not flattered.
 
 use serde::Serialize;
 
 use crate::index::Index;
 use crate::knn::{self, Tally, Weighting};
-use crate::search::{self, Hit, Method, QueryOptions, SearchError};
+use crate::search::{self, Hit, Method, QueryLatent, QueryOptions, SearchError};
 
 /// Default neighbour count: odd, and the setting of the published results.
 pub const DEFAULT_K: usize = 7;
@@ -106,6 +107,26 @@ pub fn classify(
         })
         .collect();
     Ok((predictions, method))
+}
+
+/// Indexed records that are the same image as a query: its own record (an
+/// indexed query) and every record with the same bytes. These may not vote
+/// on it. Unreadable files have none.
+pub fn copies_of(index: &Index, query: &QueryLatent) -> Vec<u64> {
+    let store = &index.store;
+    let hash = match query.id {
+        Some(id) => store.record(id).ok().flatten().map(|r| r.hash),
+        None => std::fs::read(&query.name)
+            .ok()
+            .map(|bytes| *blake3::hash(&bytes).as_bytes()),
+    };
+    let mut ids = hash
+        .and_then(|h| store.ids_with_hash(&h).ok())
+        .unwrap_or_default();
+    ids.extend(query.id);
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The vote over `voters` (all labelled). An index whose only labelled

@@ -96,6 +96,15 @@ impl<T> TopK<T> {
         self.best.len() < self.k || distance < self.best[self.k - 1].1
     }
 
+    /// The distance a new item must beat to enter (infinite until full).
+    pub fn threshold(&self) -> f32 {
+        if self.best.len() < self.k {
+            f32::INFINITY
+        } else {
+            self.best[self.k - 1].1
+        }
+    }
+
     /// Adds everything another list kept.
     pub fn merge(&mut self, other: TopK<T>) {
         for (item, d) in other.best {
@@ -255,7 +264,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(*weighted.winner(), "b");
-        assert!((weighted.confidence() - 10.0 / (10.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-9);
+        assert!((weighted.confidence() - 10.0 / (10.0 + 0.5 + 1.0 / 3.0)).abs() < 1e-6);
         assert!(vote(Vec::<(u8, f32)>::new(), Weighting::Majority).is_none());
     }
 }

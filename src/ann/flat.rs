@@ -34,7 +34,7 @@ const HEADER: usize = 32;
 const CHUNK_ROWS: usize = 4096;
 /// From this many queries on, a search transposes the rows into tiles
 /// (see [`Tile`]) and runs blocks of queries against each tile.
-const BATCH_FROM: usize = 8;
+pub(crate) const BATCH_FROM: usize = 8;
 /// Queries per parallel task in a batched search.
 const QUERY_BLOCK: usize = 32;
 /// Bytes of transposed floats per tile: small enough to stay in L2 while a
@@ -387,21 +387,45 @@ impl FlatVectors {
                 .par_chunks(QUERY_BLOCK)
                 .zip(tops.par_chunks_mut(QUERY_BLOCK))
                 .for_each(|(qs, ts)| {
-                    let mut dist = vec![0f32; tile_rows];
+                    let (mut a, mut b) = (vec![0f32; tile_rows], vec![0f32; tile_rows]);
                     for tile in &tiles {
-                        let dist = &mut dist[..tile.padded()];
-                        for (q, top) in qs.iter().zip(ts.iter_mut()) {
-                            tile.distances(q, dist);
-                            for (&id, &d) in tile.ids.iter().zip(dist.iter()) {
-                                if top.admits(d) && !self.is_dead(id) && keep(id) {
-                                    top.push(id, d);
-                                }
+                        let n = tile.padded();
+                        // Queries go in pairs: each column load serves two.
+                        for (pair, tops) in qs.chunks(2).zip(ts.chunks_mut(2)) {
+                            tile.distances(pair[0], pair.get(1).copied(), &mut a[..n], &mut b[..n]);
+                            for (top, dist) in tops.iter_mut().zip([&a[..n], &b[..n]]) {
+                                self.admit(top, &tile.ids, dist, keep);
                             }
                         }
                     }
                 });
         }
         tops
+    }
+
+    /// Offers a tile's rows to `top`. Once the list is full most blocks of
+    /// rows hold no candidate: a block is tested at once (vectorised), and
+    /// single rows are looked at only where one is.
+    #[inline]
+    fn admit(
+        &self,
+        top: &mut TopK<u64>,
+        ids: &[u64],
+        dist: &[f32],
+        keep: &(dyn Fn(u64) -> bool + Sync),
+    ) {
+        let mut bar = top.threshold();
+        for (ids, ds) in ids.chunks(LANES).zip(dist.chunks(LANES)) {
+            if !ds.iter().fold(false, |any, &d| any | (d < bar)) {
+                continue;
+            }
+            for (&id, &d) in ids.iter().zip(ds) {
+                if d < bar && !self.is_dead(id) && keep(id) {
+                    top.push(id, d);
+                    bar = top.threshold();
+                }
+            }
+        }
     }
 }
 
@@ -434,38 +458,46 @@ impl Tile {
         self.ids.len().next_multiple_of(LANES)
     }
 
-    /// Squared distances from `q` to every row (padding rows included) into `out`.
-    fn distances(&self, q: &[f32], out: &mut [f32]) {
+    /// Squared distances from `q` (and from `q2`, when given, into `out2`)
+    /// to every row, padding rows included.
+    fn distances(&self, q: &[f32], q2: Option<&[f32]>, out: &mut [f32], out2: &mut [f32]) {
+        let q2 = q2.unwrap_or(q);
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports the features the function is built for.
-            unsafe { tile_distances_avx2(&self.columns, q, out) };
+            unsafe { tile_distances_avx2(&self.columns, [q, q2], out, out2) };
             return;
         }
-        tile_distances(&self.columns, q, out);
+        tile_distances(&self.columns, [q, q2], out, out2);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_distances_avx2(columns: &[f32], q: &[f32], out: &mut [f32]) {
-    tile_distances(columns, q, out)
+unsafe fn tile_distances_avx2(columns: &[f32], qs: [&[f32]; 2], out: &mut [f32], out2: &mut [f32]) {
+    tile_distances(columns, qs, out, out2)
 }
 
-/// `LANES` accumulators per step stay in registers across the dimensions.
+/// Two queries at once: `LANES` rows' accumulators for each stay in
+/// registers across the dimensions, and each column load serves both.
 #[inline(always)]
-fn tile_distances(columns: &[f32], q: &[f32], out: &mut [f32]) {
+fn tile_distances(columns: &[f32], [q, q2]: [&[f32]; 2], out: &mut [f32], out2: &mut [f32]) {
     let padded = out.len();
-    for (start, o) in (0..padded).step_by(LANES).zip(out.chunks_exact_mut(LANES)) {
-        let mut acc = [0f32; LANES];
-        for (d, &qd) in q.iter().enumerate() {
+    let blocks = out
+        .chunks_exact_mut(LANES)
+        .zip(out2.chunks_exact_mut(LANES));
+    for (start, (o, o2)) in (0..padded).step_by(LANES).zip(blocks) {
+        let (mut acc, mut acc2) = ([0f32; LANES], [0f32; LANES]);
+        for (d, (&qd, &qd2)) in q.iter().zip(q2).enumerate() {
             let col: &[f32; LANES] = columns[d * padded + start..][..LANES].try_into().unwrap();
             for l in 0..LANES {
-                let t = col[l] - qd;
+                let (t, t2) = (col[l] - qd, col[l] - qd2);
                 acc[l] += t * t;
+                acc2[l] += t2 * t2;
             }
         }
         o.copy_from_slice(&acc);
+        o2.copy_from_slice(&acc2);
     }
 }
 

@@ -22,7 +22,8 @@ use crate::{exit_for, IndexArg, EXIT_PARTIAL};
 #[derive(Args)]
 pub struct ClassifyArgs {
     /// Images (or folders of them) to classify. An indexed image uses its
-    /// stored embedding and does not vote for itself.
+    /// stored embedding; no image votes for itself (nor do stored copies of
+    /// the same bytes).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     #[command(flatten)]
@@ -95,7 +96,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
     for q in &queries {
         if let Ok(z) = &q.latent {
             latents.push(z.clone());
-            exclude.push(q.id.into_iter().collect::<Vec<u64>>());
+            exclude.push(classify::copies_of(&idx, q));
         }
     }
     let opts = ClassifyOptions {

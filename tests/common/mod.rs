@@ -70,3 +70,31 @@ pub fn mnist_export(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf
     );
     Some((tmp, root, index))
 }
+
+/// `split` of MNIST (first `limit` images) exported under `out` as
+/// `<digit>/NNNNN.png`; `None` (skip) without data.
+pub fn mnist_split(out: &std::path::Path, split: &str, limit: usize) -> Option<()> {
+    let src = data("mnist")?;
+    run_ok(
+        bin()
+            .args(["dataset", "export", "mnist"])
+            .arg(&src)
+            .arg("--out")
+            .arg(out)
+            .args(["--split", split, "--limit", &limit.to_string()]),
+    );
+    Some(())
+}
+
+/// Runs an imgsearch subcommand against `index` with `--json` and parses
+/// its output; the command must succeed.
+pub fn json_cmd(command: &str, index: &std::path::Path, args: &[&std::ffi::OsStr]) -> Value {
+    json_of(&run_ok(
+        bin()
+            .arg(command)
+            .arg("--index")
+            .arg(index)
+            .arg("--json")
+            .args(args),
+    ))
+}
