@@ -324,17 +324,9 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
         },
         labels,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let total = ingest::count_files(&args.dir, &opts).unwrap_or(0);
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} files, {per_sec}, ETA {eta}")
-                .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar("files", || {
+        ingest::count_files(&args.dir, &opts).unwrap_or(0)
+    });
     let report = ingest::ingest(&mut idx, &args.dir, &opts, &bar)
         .with_context(|| format!("ingesting {}", args.dir.display()))?;
     bar.finish_and_clear();
@@ -843,6 +835,18 @@ fn models(json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bar of `unit`s (count, rate, ETA) on a terminal, hidden when piped;
+/// `total` is only worked out when the bar will show.
+fn progress_bar(unit: &str, total: impl FnOnce() -> u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total());
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {unit}, {{per_sec}}, ETA {{eta}}");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+    bar
 }
 
 fn spinner(msg: &str) -> ProgressBar {

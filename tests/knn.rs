@@ -2,7 +2,7 @@
 //! `classify`, `eval` and `status`, on exported MNIST images.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -19,19 +19,25 @@ fn ingest(root: &Path, index: &Path, extra: &[&OsStr]) -> Value {
     json_cmd("ingest", index, &args)
 }
 
+/// MNIST train and test images exported to a new folder, and the train
+/// part ingested with `digits`: (folder, train, test, index).
+fn indexed_split(
+    train_n: usize,
+    test_n: usize,
+) -> Option<(tempfile::TempDir, PathBuf, PathBuf, PathBuf)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let [train, test, index] = ["train", "test", "idx"].map(|d| tmp.path().join(d));
+    mnist_split(&train, "train", train_n)?;
+    mnist_split(&test, "test", test_n)?;
+    ingest(&train, &index, &[]);
+    Some((tmp, train, test, index))
+}
+
 #[test]
 fn eval_agrees_with_classify_and_beats_chance() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (train, test, index) = (
-        tmp.path().join("train"),
-        tmp.path().join("test"),
-        tmp.path().join("idx"),
-    );
-    if mnist_split(&train, "train", 1500).is_none() {
+    let Some((_tmp, _train, test, index)) = indexed_split(1500, 300) else {
         return;
-    }
-    mnist_split(&test, "test", 300).unwrap();
-    ingest(&train, &index, &[]);
+    };
 
     let report = json_cmd(
         "eval",
@@ -203,18 +209,10 @@ fn unlabelled_images_never_vote_and_csv_labels_replace_folders() {
 
 #[test]
 fn unknown_test_labels_and_unlabelled_indexes_are_reported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (train, test, index) = (
-        tmp.path().join("train"),
-        tmp.path().join("test"),
-        tmp.path().join("idx"),
-    );
-    if mnist_split(&train, "train", 200).is_none() {
+    let Some((tmp, _train, test, index)) = indexed_split(200, 20) else {
         return;
-    }
-    mnist_split(&test, "test", 20).unwrap();
+    };
     std::fs::rename(test.join("7"), test.join("seven")).unwrap();
-    ingest(&train, &index, &[]);
     let out = run(bin()
         .arg("eval")
         .arg("--index")

@@ -1,12 +1,10 @@
 //! `classify` and `eval`: kNN classification on latents.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use imgsearch::classify::{self, ClassifyOptions, DEFAULT_K};
@@ -17,7 +15,7 @@ use imgsearch::knn::Weighting;
 use imgsearch::labels::{LabelFile, LabelSource};
 use imgsearch::search;
 
-use crate::{exit_for, IndexArg, EXIT_PARTIAL};
+use crate::{exit_for, progress_bar, IndexArg, EXIT_PARTIAL};
 
 #[derive(Args)]
 pub struct ClassifyArgs {
@@ -28,12 +26,8 @@ pub struct ClassifyArgs {
     images: Vec<PathBuf>,
     #[command(flatten)]
     index: IndexArg,
-    /// Labelled neighbours that vote.
-    #[arg(short, long, default_value_t = DEFAULT_K)]
-    k: usize,
-    /// Weight each vote by 1 / distance instead of one vote per neighbour.
-    #[arg(long)]
-    weighted: bool,
+    #[command(flatten)]
+    vote: VoteArgs,
     /// Exact brute-force search (the default for small indexes).
     #[arg(long)]
     exact: bool,
@@ -49,12 +43,8 @@ pub struct EvalArgs {
     test: PathBuf,
     #[command(flatten)]
     index: IndexArg,
-    /// Labelled neighbours that vote.
-    #[arg(short, long, default_value_t = DEFAULT_K)]
-    k: usize,
-    /// Weight each vote by 1 / distance.
-    #[arg(long)]
-    weighted: bool,
+    #[command(flatten)]
+    vote: VoteArgs,
     /// Test labels from this CSV of `path,label` rows (paths relative to
     /// the test folder) instead of folder names.
     #[arg(long, value_name = "FILE.csv")]
@@ -75,18 +65,35 @@ pub struct EvalArgs {
     json: bool,
 }
 
+/// How the neighbours vote (shared by classify and eval).
+#[derive(Args)]
+pub struct VoteArgs {
+    /// Labelled neighbours that vote.
+    #[arg(short, long, default_value_t = DEFAULT_K)]
+    k: usize,
+    /// Weight each vote by 1 / distance instead of one vote per neighbour.
+    #[arg(long)]
+    weighted: bool,
+}
+
+impl VoteArgs {
+    fn options(&self) -> ClassifyOptions {
+        ClassifyOptions {
+            k: self.k,
+            weighting: if self.weighted {
+                Weighting::InverseDistance
+            } else {
+                Weighting::Majority
+            },
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Baseline {
     /// kNN on pixel values scaled to [0, 1].
     Raw,
-}
-
-fn weighting(weighted: bool) -> Weighting {
-    if weighted {
-        Weighting::InverseDistance
-    } else {
-        Weighting::Majority
-    }
 }
 
 pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
@@ -100,10 +107,8 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         }
     }
     let opts = ClassifyOptions {
-        k: args.k,
-        weighting: weighting(args.weighted),
         exact: args.exact,
-        ..Default::default()
+        ..args.vote.options()
     };
     let (predictions, method) = classify::classify(&mut idx, &latents, &exclude, &opts)?;
     idx.save()?;
@@ -142,7 +147,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
                 .flatten()
                 .map(|t| {
                     let label = t["label"].as_str().unwrap_or_default();
-                    if args.weighted {
+                    if args.vote.weighted {
                         format!("{label}:{:.3}", t["weight"].as_f64().unwrap_or_default())
                     } else {
                         format!("{label}:{}", t["votes"].as_u64().unwrap_or_default())
@@ -172,11 +177,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         None => LabelSource::Folders,
     };
     let opts = EvalOptions {
-        classify: ClassifyOptions {
-            k: args.k,
-            weighting: weighting(args.weighted),
-            ..Default::default()
-        },
+        classify: args.vote.options(),
         labels,
         limits: DecodeLimits {
             max_megapixels: args.max_megapixels,
@@ -184,16 +185,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         raw_baseline: args.baseline.is_some(),
         compare_exact: args.exact,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} images, {per_sec}, ETA {eta}")
-                .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar("images", || 0);
     let report = eval::evaluate(&mut idx, &args.test, &opts, &bar)
         .with_context(|| format!("evaluating on {}", args.test.display()))?;
     bar.finish_and_clear();
