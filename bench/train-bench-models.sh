@@ -17,8 +17,8 @@ models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(digits8)
 for m in "${models[@]}"; do
   case "$m" in
-    digits*) ds=mnist src=mnist dir=mnist-train ;;
-    fashion*) ds=fashion-mnist src=fashion-mnist dir=fashion-train ;;
+    digits*) ds=mnist src=mnist dir=mnist-train recipe="--epochs 24 --noise 0.3" ;;
+    fashion*) ds=fashion-mnist src=fashion-mnist dir=fashion-train recipe="--epochs 12 --noise 0" ;;
     *) echo "unknown bench model: $m" >&2; exit 2 ;;
   esac
   latent=${m//[!0-9]/}
@@ -26,6 +26,6 @@ for m in "${models[@]}"; do
   start=$(date +%s)
   "$bin" train "$work/$dir" --out "$out/$m.safetensors" --data-name "$ds train (60000 images)" \
     --size 28 --channels 1 --latent "$latent" --widths 32,64 \
-    --epochs 24 --batch 128 --lr 2e-3 --loss bce --noise 0.3 --val 0.1 --seed 1
+    $recipe --batch 128 --lr 2e-3 --loss bce --val 0.1 --seed 1
   echo "$m: trained in $(( $(date +%s) - start )) s"
 done

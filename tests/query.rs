@@ -176,8 +176,13 @@ fn duplicates_groups_identical_and_near_copies() {
     };
     let original = root.join("2").join("00001.png");
     std::fs::copy(&original, root.join("2").join("exact-copy.png")).unwrap();
+    // A near copy: a few stroke pixels brightened (a change in an empty
+    // corner may leave the latent exactly as it was).
     let mut near = image::open(&original).unwrap().to_luma8();
-    near.put_pixel(0, 0, image::Luma([40]));
+    for (x, y) in [(13, 13), (14, 13), (13, 14), (14, 14)] {
+        let v = near.get_pixel(x, y)[0];
+        near.put_pixel(x, y, image::Luma([v.saturating_add(60).max(60)]));
+    }
     near.save(root.join("2").join("near-copy.png")).unwrap();
     ingest_digits(&root, &index);
 
