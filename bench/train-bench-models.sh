@@ -18,7 +18,7 @@ models=("$@")
 for m in "${models[@]}"; do
   case "$m" in
     digits*) ds=mnist src=mnist dir=mnist-train recipe="--epochs 24 --noise 0.3" ;;
-    fashion*) ds=fashion-mnist src=fashion-mnist dir=fashion-train recipe="--epochs 12 --noise 0" ;;
+    fashion*) ds=fashion-mnist src=fashion-mnist dir=fashion-train recipe="--epochs 24 --noise 0" ;;
     *) echo "unknown bench model: $m" >&2; exit 2 ;;
   esac
   latent=${m//[!0-9]/}

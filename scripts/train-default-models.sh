@@ -38,7 +38,7 @@ train_one() {
       "$bin" train "$work/fashion-train" --out "$out/fashion.safetensors" \
         --data-name "Fashion-MNIST train (60000 images)" \
         --size 28 --channels 1 --latent 16 --widths 32,64 \
-        --epochs 12 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
+        --epochs 24 --batch 128 --lr 2e-3 --loss bce --noise 0 --val 0.1 --seed 1 ;;
     photos)
       export_once cifar10 cifar-10-jpeg cifar-train
       "$bin" train "$work/cifar-train" --out "$out/photos.safetensors" \
