@@ -15,6 +15,11 @@ pub enum LabelError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the folder {path}: {error}")]
+    Root {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
     Syntax {
         path: PathBuf,
@@ -35,6 +40,19 @@ pub enum LabelSource {
 }
 
 impl LabelSource {
+    /// Labels for images under `root`: from `file` when given (its relative
+    /// paths resolved against the canonical `root`), else folder names.
+    pub fn from_file_or_folders(file: Option<&Path>, root: &Path) -> Result<Self, LabelError> {
+        let Some(file) = file else {
+            return Ok(LabelSource::Folders);
+        };
+        let root = std::fs::canonicalize(root).map_err(|error| LabelError::Root {
+            path: root.to_path_buf(),
+            error,
+        })?;
+        Ok(LabelSource::File(LabelFile::read(file, &root)?))
+    }
+
     /// The label of `path`, a file under the (canonical) `root`.
     pub fn label_for(&self, root: &Path, path: &Path) -> Option<String> {
         match self {

@@ -16,7 +16,7 @@ use imgsearch::dataset::{self, DatasetName, Split};
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::{self, Index};
 use imgsearch::ingest::{self, IngestOptions};
-use imgsearch::labels::{LabelFile, LabelSource};
+use imgsearch::labels::LabelSource;
 use imgsearch::model::{self, ArchConfig, Loss, Model, TrainConfig, TrainEvent, TrainSet};
 
 mod cli;
@@ -309,14 +309,7 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
     if idx.ann.flat_state.rebuilt && idx.store.live_count()? > 0 {
         eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
     }
-    let labels = match &args.labels {
-        Some(file) => {
-            let root = std::fs::canonicalize(&args.dir)
-                .with_context(|| format!("cannot ingest {}", args.dir.display()))?;
-            LabelSource::File(LabelFile::read(file, &root)?)
-        }
-        None => LabelSource::Folders,
-    };
+    let labels = LabelSource::from_file_or_folders(args.labels.as_deref(), &args.dir)?;
     let opts = IngestOptions {
         exclude: args.exclude,
         limits: DecodeLimits {

@@ -19,6 +19,16 @@ fn ingest(root: &Path, index: &Path, extra: &[&OsStr]) -> Value {
     json_cmd("ingest", index, &args)
 }
 
+/// The sum of `field` over a JSON array of objects.
+fn sum_of(items: &Value, field: &str) -> u64 {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t[field].as_u64().unwrap())
+        .sum()
+}
+
 /// MNIST train and test images exported to a new folder, and the train
 /// part ingested with `digits`: (folder, train, test, index).
 fn indexed_split(
@@ -64,12 +74,7 @@ fn eval_agrees_with_classify_and_beats_chance() {
         .map(|n| n.as_u64().unwrap())
         .sum();
     assert_eq!(confusion, 300);
-    let support: u64 = latent["per_class"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["support"].as_u64().unwrap())
-        .sum();
+    let support = sum_of(&latent["per_class"], "support");
     assert_eq!(support, 300);
     let raw = report["raw"]["accuracy"].as_f64().unwrap();
     assert!(raw > 0.6 && report["raw"]["dim"] == 784, "raw {raw}");
@@ -91,13 +96,7 @@ fn eval_agrees_with_classify_and_beats_chance() {
             .into_owned();
         let p = &a["prediction"];
         assert_eq!(p["voters"].as_array().unwrap().len(), 7);
-        let votes: u64 = p["votes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["votes"].as_u64().unwrap())
-            .sum();
-        assert_eq!(votes, 7);
+        assert_eq!(sum_of(&p["votes"], "votes"), 7);
         correct += (p["label"].as_str() == Some(truth.as_str())) as u64;
     }
     assert_eq!(correct, latent["correct"].as_u64().unwrap());
@@ -198,13 +197,7 @@ fn unlabelled_images_never_vote_and_csv_labels_replace_folders() {
         ["three", "drei"].contains(&p["label"].as_str().unwrap()),
         "{p}"
     );
-    let votes: u64 = p["votes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["votes"].as_u64().unwrap())
-        .sum();
-    assert_eq!(votes, 7);
+    assert_eq!(sum_of(&p["votes"], "votes"), 7);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use imgsearch::eval::{self, EvalOptions, EvalReport, Score};
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::Index;
 use imgsearch::knn::Weighting;
-use imgsearch::labels::{LabelFile, LabelSource};
+use imgsearch::labels::LabelSource;
 use imgsearch::search;
 
 use crate::{exit_for, progress_bar, IndexArg, EXIT_PARTIAL};
@@ -168,14 +168,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
     let mut idx = Index::open(&args.index.index, None, false)?;
-    let labels = match &args.labels {
-        Some(file) => {
-            let root = std::fs::canonicalize(&args.test)
-                .with_context(|| format!("cannot read the test folder {}", args.test.display()))?;
-            LabelSource::File(LabelFile::read(file, &root)?)
-        }
-        None => LabelSource::Folders,
-    };
+    let labels = LabelSource::from_file_or_folders(args.labels.as_deref(), &args.test)?;
     let opts = EvalOptions {
         classify: args.vote.options(),
         labels,
