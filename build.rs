@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-const DEFAULT_MODELS: &[&str] = &["digits", "fashion", "photos"];
+const DEFAULT_MODELS: &[&str] = &["digits", "digits-denoise", "fashion", "photos"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -8,19 +8,24 @@
 //! (flat vector file and HNSW graph) into an [`index`] folder; [`search`]
 //! and [`duplicates`] read it. [`labels`] says where labels come from;
 //! [`classify`] lets labelled neighbours vote and [`eval`] measures that on
-//! a labelled test folder.
+//! a labelled test folder. The autoencoder's other uses: [`anomaly`]
+//! ranks by reconstruction error, [`restore`] reconstructs, denoises and
+//! inpaints, [`export`] writes the latents for other tools.
 
 pub mod ann;
+pub mod anomaly;
 pub mod classify;
 pub mod dataset;
 pub mod duplicates;
 pub mod eval;
+pub mod export;
 pub mod imageio;
 pub mod index;
 pub mod ingest;
 pub mod knn;
 pub mod labels;
 pub mod model;
+pub mod restore;
 pub mod search;
 pub mod sheet;
 pub mod store;

@@ -29,8 +29,9 @@ const EXIT_PARTIAL: u8 = 3;
     version,
     about = "Search, sort and check a pile of images on your own machine, offline",
     long_about = "imgsearch embeds images with a small convolutional autoencoder (trained \
-without labels) and works on those embeddings. Three default models are built in: \
-`digits` (MNIST), `fashion` (Fashion-MNIST) and `photos` (32x32 natural images).\n\n\
+without labels) and works on those embeddings. Four default models are built in: \
+`digits` (MNIST), `digits-denoise` (MNIST, trained to remove noise), `fashion` \
+(Fashion-MNIST) and `photos` (32x32 natural images).\n\n\
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 partial success (some inputs skipped)."
 )]
 struct Cli {
@@ -50,6 +51,19 @@ enum Command {
     /// per-class precision/recall, confusion matrix, timings; optionally
     /// beside raw pixels (--baseline raw) and exact search (--exact).
     Eval(cli::knn::EvalArgs),
+    /// Indexed images ranked by reconstruction error (what the model finds
+    /// unusual); --check scores new images against the index.
+    Anomalies(cli::anomalies::AnomaliesArgs),
+    /// The autoencoder's rebuild of an image (--sheet: original |
+    /// reconstruction | difference).
+    Reconstruct(cli::restore::ReconstructArgs),
+    /// Remove noise with a model trained as a denoiser (default digits-denoise).
+    Denoise(cli::restore::DenoiseArgs),
+    /// Fill masked pixels by iterating reconstruction, known pixels kept.
+    Inpaint(cli::restore::InpaintArgs),
+    /// Write the index's latents with path, label and reconstruction error
+    /// (jsonl, csv or npy) for pandas, numpy, sklearn.
+    Export(cli::export::ExportArgs),
     /// Groups of near-duplicate images in the index (byte-identical ones marked).
     Duplicates {
         #[command(flatten)]
@@ -279,6 +293,11 @@ fn main() -> ExitCode {
         } => duplicates(index.index, threshold, json, csv),
         Command::Classify(args) => cli::knn::classify(args),
         Command::Eval(args) => cli::knn::eval(args),
+        Command::Anomalies(args) => cli::anomalies::anomalies(args),
+        Command::Reconstruct(args) => cli::restore::reconstruct(args),
+        Command::Denoise(args) => cli::restore::denoise(args),
+        Command::Inpaint(args) => cli::restore::inpaint(args),
+        Command::Export(args) => cli::export::export(args),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
         Command::Reindex { index, model, json } => reindex(index.index, model, json),

@@ -203,8 +203,9 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
     Ok(out)
 }
 
-/// Sorted ids passing the filters, or `None` when every live image does.
-fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
+/// Sorted ids passing the filters (`under`, `label`, `labelled`), or
+/// `None` when every live image does.
+pub fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
     let any_label = opts.labelled || opts.label.is_some();
     let label_ok = |label: Option<&str>| match &opts.label {
         Some(want) => label == Some(want.as_str()),

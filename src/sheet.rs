@@ -51,6 +51,31 @@ pub fn render(rows: &[SheetRow]) -> RgbImage {
     sheet
 }
 
+/// Captioned thumbnails in a grid, `cols` to a row, in order (anomalies;
+/// original | reconstruction | difference). `None` leaves a grey tile.
+pub fn grid(items: &[(String, Option<image::DynamicImage>)], cols: usize) -> RgbImage {
+    let cols = cols.max(1);
+    let rows = items.len().div_ceil(cols).max(1) as u32;
+    let width = GAP + cols.min(items.len().max(1)) as u32 * (TILE + GAP);
+    let height = GAP + rows * (TILE + CAPTION + GAP);
+    let mut sheet = RgbImage::from_pixel(width, height, BACKGROUND);
+    for (i, (caption, img)) in items.iter().enumerate() {
+        let (x, y) = tile_origin(i / cols, i % cols);
+        place(&mut sheet, img.as_ref(), x, y);
+        draw_text(&mut sheet, caption, x + 2, y + TILE + 3);
+    }
+    sheet
+}
+
+/// Draws a grid and writes a PNG to `out`.
+pub fn write_grid(
+    items: &[(String, Option<image::DynamicImage>)],
+    cols: usize,
+    out: &Path,
+) -> image::ImageResult<()> {
+    grid(items, cols).save_with_format(out, image::ImageFormat::Png)
+}
+
 /// The tile an image becomes: the whole image fitted into TILE×TILE, centred.
 pub fn thumbnail(img: &image::DynamicImage) -> RgbImage {
     let fitted = img
@@ -94,15 +119,41 @@ fn glyph(c: char) -> Option<u16> {
         '7' => 0b111_001_010_010_010,
         '8' => 0b111_101_111_101_111,
         '9' => 0b111_101_111_001_111,
+        'A' => 0b010_101_111_101_101,
+        'B' => 0b110_101_110_101_110,
+        'C' => 0b011_100_100_100_011,
+        'D' => 0b110_101_101_101_110,
+        'E' => 0b111_100_111_100_111,
+        'F' => 0b111_100_111_100_100,
+        'G' => 0b011_100_101_101_011,
+        'H' => 0b101_101_111_101_101,
+        'I' => 0b111_010_010_010_111,
+        'J' => 0b001_001_001_101_010,
+        'K' => 0b101_101_110_101_101,
+        'L' => 0b100_100_100_100_111,
+        'M' => 0b101_111_111_101_101,
+        'N' => 0b110_101_101_101_101,
+        'O' => 0b010_101_101_101_010,
+        'P' => 0b110_101_110_100_100,
+        'Q' => 0b111_101_101_111_001,
+        'R' => 0b110_101_110_101_101,
+        'S' => 0b011_100_010_001_110,
+        'T' => 0b111_010_010_010_010,
+        'U' => 0b101_101_101_101_111,
+        'V' => 0b101_101_101_101_010,
+        'W' => 0b101_101_111_111_101,
+        'X' => 0b101_101_010_101_101,
+        'Y' => 0b101_101_010_010_010,
+        'Z' => 0b111_001_010_100_111,
         '.' => 0b000_000_000_000_010,
         '#' => 0b101_111_101_111_101,
         '=' => 0b000_111_000_111_000,
-        'D' => 0b110_101_101_101_110,
-        'Q' => 0b111_101_101_111_001,
-        'U' => 0b101_101_101_101_111,
-        'E' => 0b111_100_111_100_111,
-        'R' => 0b110_101_110_101_101,
-        'Y' => 0b101_101_010_010_010,
+        '-' => 0b000_000_111_000_000,
+        '+' => 0b000_010_111_010_000,
+        '%' => 0b101_001_010_100_101,
+        ':' => 0b000_010_000_010_000,
+        '/' => 0b001_001_010_100_100,
+        '_' => 0b000_000_000_000_111,
         ' ' => 0,
         _ => return None,
     })

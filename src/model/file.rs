@@ -85,15 +85,19 @@ impl Normalization {
 
     /// Appends one planar image's model input values to `out`.
     pub fn extend(self, bytes: &[u8], out: &mut Vec<f32>) {
-        let gain = match self {
-            Self::Unit => 1.0,
-            Self::Gain => {
-                let mean = bytes.iter().map(|&b| b as f32).sum::<f32>()
-                    / (bytes.len().max(1) as f32 * 255.0);
-                GAIN_MEAN / mean.max(1.0 / 255.0)
-            }
-        };
+        let mean =
+            bytes.iter().map(|&b| b as f32).sum::<f32>() / (bytes.len().max(1) as f32 * 255.0);
+        let gain = self.gain(mean);
         out.extend(bytes.iter().map(|&b| (b as f32 / 255.0 * gain).min(1.0)));
+    }
+
+    /// The factor pixels in `[0, 1]` are multiplied by (then clamped at 1)
+    /// for an image of this mean brightness.
+    pub fn gain(self, mean: f32) -> f32 {
+        match self {
+            Self::Unit => 1.0,
+            Self::Gain => GAIN_MEAN / mean.max(1.0 / 255.0),
+        }
     }
 }
 

@@ -178,6 +178,33 @@ impl Model {
         Ok(out)
     }
 
+    /// Reconstructions of values already in model-input form: `n` images of
+    /// `channels × size × size` floats each, laid out as [`Model::embed`]'s
+    /// input would be after normalization. Returns the same layout, in
+    /// `[0, 1]`. The restoration commands (denoise, inpaint) work here, in
+    /// floats, so iterating does not round to bytes each pass.
+    pub fn reconstruct_values(&self, values: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let (size, channels) = (self.input_size(), self.channels());
+        let per = size * size * channels;
+        assert_eq!(values.len() % per, 0, "whole images only");
+        let mut out = Vec::with_capacity(values.len());
+        for chunk in values.chunks(BATCH * per) {
+            let n = chunk.len() / per;
+            let inputs = Tensor::from_slice(chunk, (n, channels, size, size), &self.device)?;
+            let recon = candle_nn::ops::sigmoid(
+                &inputs.apply(&self.net.encoder)?.apply(&self.net.decoder)?,
+            )?;
+            out.extend(recon.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the model was trained as a denoiser (`train --noise`), and
+    /// at what noise level.
+    pub fn denoising_sigma(&self) -> Option<f64> {
+        Some(self.info.training.noise).filter(|&s| s > 0.0)
+    }
+
     /// One batch through encoder and decoder: latents, reconstruction in
     /// `[0, 1]`, and each image's mean squared reconstruction error.
     fn forward_scored(&self, images: &[Pixels]) -> Result<(Tensor, Tensor, Vec<f32>), ModelError> {
