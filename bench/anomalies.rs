@@ -95,7 +95,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\n| models | combine | AUROC | non-digits in top 100 | alone at #1 (of 100) | median rank alone | rank time |");
     println!("|---|---|---|---|---|---|---|");
-    let mut shoes = Vec::new();
+    let (mut shoes, mut seed_shoe) = (Vec::new(), None);
     for (models, combine) in sets {
         let opts = AnomalyOptions {
             models: models.clone(),
@@ -153,20 +153,28 @@ fn main() -> anyhow::Result<()> {
             }
         );
         if models.is_empty() {
-            shoes = footwear_alone(&ranking);
+            (shoes, seed_shoe) = footwear_alone(&ranking);
         }
     }
-    println!("\nfootwear (30 items), each one's rank if inserted alone (digits model): {shoes:?}");
+    if let Some((rank, score)) = seed_shoe {
+        println!("\nthe seed's shoe (Fashion-MNIST test item 0, an ankle boot) alone ranks #{rank} (score {score:.4})");
+    }
+    println!("footwear (30 items), each one's rank if inserted alone (digits model): {shoes:?}");
     Ok(())
 }
 
 /// The seed's shoe: each footwear item's rank when inserted alone.
-fn footwear_alone(ranking: &anomaly::Ranking) -> Vec<usize> {
+fn footwear_alone(ranking: &anomaly::Ranking) -> (Vec<usize>, Option<(usize, f32)>) {
     let mut digits_above = 0;
     let mut shoes = Vec::new();
+    let mut seed_shoe = None;
     for s in &ranking.images {
         if s.label.as_deref() != Some(ODD_LABEL) {
             digits_above += 1;
+        } else if s.path.ends_with("/ankle_boot-00000.png") {
+            // Fashion-MNIST's first test image: the seed's shoe.
+            seed_shoe = Some((digits_above + 1, s.score));
+            shoes.push(digits_above + 1);
         } else if ["sneaker", "sandal", "ankle_boot"]
             .iter()
             .any(|c| s.path.contains(&format!("/{c}-")))
@@ -175,5 +183,5 @@ fn footwear_alone(ranking: &anomaly::Ranking) -> Vec<usize> {
         }
     }
     shoes.sort_unstable();
-    shoes
+    (shoes, seed_shoe)
 }

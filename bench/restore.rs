@@ -10,9 +10,9 @@
 //!   neighbour fill (the spatially nearest known pixel) and
 //!   `restore::inpaint` after 1, 5, 10 and 30 iterations.
 //!
-//! Run: `cargo bench --bench restore`. Environment: `BENCH_MODEL` (default
-//! `digits`), `BENCH_TEST_LIMIT` (images for denoising, default all 10,000),
-//! `BENCH_INPAINT_LIMIT` (default 2,000).
+//! Run: `cargo bench --bench restore`. Environment: `BENCH_MODELS`
+//! (default `digits-denoise,digits`), `BENCH_TEST_LIMIT` (images for
+//! denoising, default all 10,000), `BENCH_INPAINT_LIMIT` (default 1,000).
 
 use std::time::Instant;
 
@@ -36,8 +36,11 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let model_name = std::env::var("BENCH_MODEL").unwrap_or_else(|_| "digits".into());
-    let model = Model::load(&model_name)?;
+    let names = std::env::var("BENCH_MODELS").unwrap_or_else(|_| "digits-denoise,digits".into());
+    let models = names
+        .split(',')
+        .map(|n| Ok((n.to_string(), Model::load(n)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let test = dataset::load(
         DatasetName::Mnist,
         &root.join("mnist"),
@@ -47,15 +50,11 @@ fn main() -> anyhow::Result<()> {
     let clean: Vec<Planes> = (0..test.len())
         .map(|i| planes(test.image(i).iter().map(|&b| b as f32 / 255.0).collect()))
         .collect();
-    println!(
-        "model {model_name} (trained with noise σ = {}), {} MNIST test images\n",
-        model.info.training.noise,
-        clean.len()
-    );
+    println!("{} MNIST test images\n", clean.len());
 
     println!("## Denoising: PSNR against the clean image (dB, mean over images)\n");
-    println!("| σ | noisy input | median 3×3 | autoencoder | AE − median | AE time / image |");
-    println!("|---|---|---|---|---|---|");
+    println!("| σ | noisy input | median 3×3 | model (trained σ) | autoencoder | AE − median | AE time / image |");
+    println!("|---|---|---|---|---|---|---|");
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for sigma in [0.3f32, 0.5] {
         let noisy: Vec<Planes> = clean
@@ -63,25 +62,25 @@ fn main() -> anyhow::Result<()> {
             .map(|c| add_noise(c, sigma, &mut rng))
             .collect();
         let median: Vec<Planes> = noisy.iter().map(median3).collect();
-        let start = Instant::now();
-        let denoised = noisy
-            .iter()
-            .map(|n| restore::denoise(&model, n, Fit::Tiles))
-            .collect::<Result<Vec<_>, _>>()?;
-        let per_image = start.elapsed().as_secs_f64() / clean.len() as f64;
-        let (p_noisy, p_median, p_ae) = (
-            mean_psnr(&clean, &noisy),
-            mean_psnr(&clean, &median),
-            mean_psnr(&clean, &denoised),
-        );
-        println!(
-            "| {sigma} | {p_noisy:.2} | {p_median:.2} | {p_ae:.2} | {:+.2} | {:.2} ms |",
-            p_ae - p_median,
-            per_image * 1e3
-        );
+        let (p_noisy, p_median) = (mean_psnr(&clean, &noisy), mean_psnr(&clean, &median));
+        for (name, model) in &models {
+            let start = Instant::now();
+            let denoised = noisy
+                .iter()
+                .map(|n| restore::denoise(model, n, Fit::Tiles))
+                .collect::<Result<Vec<_>, _>>()?;
+            let per_image = start.elapsed().as_secs_f64() / clean.len() as f64;
+            let p_ae = mean_psnr(&clean, &denoised);
+            println!(
+                "| {sigma} | {p_noisy:.2} | {p_median:.2} | {name} ({}) | {p_ae:.2} | {:+.2} | {:.2} ms |",
+                model.info.training.noise,
+                p_ae - p_median,
+                per_image * 1e3
+            );
+        }
     }
 
-    let n = limit("BENCH_INPAINT_LIMIT", 2_000).min(clean.len());
+    let n = limit("BENCH_INPAINT_LIMIT", 1_000).min(clean.len());
     println!("\n## Inpainting: 25% of pixels masked at random, {n} images\n");
     println!("| method | RMSE on masked pixels | PSNR on masked pixels (dB) | time / image |");
     println!("|---|---|---|---|");
@@ -113,24 +112,22 @@ fn main() -> anyhow::Result<()> {
         (out, start.elapsed().as_secs_f64())
     };
     let (mean_fill, secs) = timed(&|c, m| {
-        restore::inpaint(&model, c, m, Fit::Tiles, 0)
+        restore::inpaint(&models[0].1, c, m, Fit::Tiles, 0, &|| {})
             .expect("no model pass")
             .0
     });
     report("mean fill", &mean_fill, secs);
     let (nn_fill, secs) = timed(&nearest_fill);
     report("nearest-neighbour fill", &nn_fill, secs);
-    for iterations in [1, 5, 10, restore::INPAINT_ITERATIONS] {
-        let (filled, secs) = timed(&|c, m| {
-            restore::inpaint(&model, c, m, Fit::Tiles, iterations)
-                .expect("inpaint")
-                .0
-        });
-        report(
-            &format!("autoencoder, {iterations} iterations"),
-            &filled,
-            secs,
-        );
+    for (name, model) in &models {
+        for iterations in [1, 5, restore::INPAINT_ITERATIONS] {
+            let (filled, secs) = timed(&|c, m| {
+                restore::inpaint(model, c, m, Fit::Tiles, iterations, &|| {})
+                    .expect("inpaint")
+                    .0
+            });
+            report(&format!("{name}, {iterations} iterations"), &filled, secs);
+        }
     }
     Ok(())
 }

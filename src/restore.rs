@@ -163,11 +163,21 @@ pub fn reconstruct(model: &Model, image: &Planes, fit: Fit) -> Result<Planes, Re
         };
         return Ok(out.resized(image.width, image.height));
     }
+    // Windows go through the model a chunk at a time, so memory stays a
+    // small multiple of the image however many windows it has.
     let tiles = Tiles::new(image.width, image.height, s);
-    let windows = tiles.extract(image);
-    let restored = through_model(model, &windows, s * s * image.channels)?;
-    Ok(tiles.blend(&restored, image.channels))
+    let origins: Vec<(usize, usize)> = tiles.origins().collect();
+    let mut blend = Blend::new(&tiles, image.channels);
+    for chunk in origins.chunks(WINDOWS_PER_PASS) {
+        let windows = tiles.extract(image, chunk);
+        let restored = through_model(model, &windows, s * s * image.channels)?;
+        blend.add(chunk, &restored);
+    }
+    Ok(blend.finish())
 }
+
+/// Windows per model call when tiling: four model batches.
+const WINDOWS_PER_PASS: usize = 4 * crate::model::BATCH;
 
 /// Removes noise with a model trained as a denoiser (`train --noise`).
 pub fn denoise(model: &Model, image: &Planes, fit: Fit) -> Result<Planes, RestoreError> {
@@ -218,18 +228,20 @@ pub struct InpaintReport {
 }
 
 /// Default number of reconstruct-and-keep passes.
-pub const INPAINT_ITERATIONS: usize = 30;
+pub const INPAINT_ITERATIONS: usize = 10;
 
 /// Fills the pixels `missing` marks (one flag per pixel, all channels):
 /// starts them at the mean of the known pixels, then repeatedly replaces
 /// them with the reconstruction while every known pixel stays as it was.
-/// Known pixels of the result are exactly the input's.
+/// Known pixels of the result are exactly the input's. `progress` is
+/// called after each pass.
 pub fn inpaint(
     model: &Model,
     image: &Planes,
     missing: &[bool],
     fit: Fit,
     iterations: usize,
+    progress: &dyn Fn(),
 ) -> Result<(Planes, InpaintReport), RestoreError> {
     let plane = image.width * image.height;
     assert_eq!(missing.len(), plane, "one mask flag per pixel");
@@ -261,6 +273,7 @@ pub fn inpaint(
             }
         }
         last_change = (change / (filled * image.channels).max(1) as f64).sqrt();
+        progress();
     }
     Ok((
         x,
@@ -337,11 +350,11 @@ impl Tiles {
             .flat_map(|&y| self.xs.iter().map(move |&x| (x, y)))
     }
 
-    /// Every window, planar, one after another.
-    fn extract(&self, image: &Planes) -> Vec<f32> {
+    /// The windows at `origins`, planar, one after another.
+    fn extract(&self, image: &Planes, origins: &[(usize, usize)]) -> Vec<f32> {
         let s = self.size;
-        let mut out = Vec::with_capacity(self.xs.len() * self.ys.len() * s * s * image.channels);
-        for (x0, y0) in self.origins() {
+        let mut out = Vec::with_capacity(origins.len() * s * s * image.channels);
+        for &(x0, y0) in origins {
             for c in 0..image.channels {
                 let plane = image.plane(c);
                 for dy in 0..s {
@@ -355,41 +368,66 @@ impl Tiles {
         }
         out
     }
+}
 
-    /// Weighted average of the windows back into one image. The weight is a
-    /// raised cosine peaking mid-window (floored so edge pixels, covered by
-    /// one window only, still count).
-    fn blend(&self, windows: &[f32], channels: usize) -> Planes {
-        let (s, plane) = (self.size, self.width * self.height);
-        let bump: Vec<f32> = (0..s)
+/// A weighted average of windows being put back into one image. The
+/// weight is a raised cosine peaking mid-window (floored so edge pixels,
+/// covered by one window only, still count).
+struct Blend<'a> {
+    tiles: &'a Tiles,
+    channels: usize,
+    bump: Vec<f32>,
+    sum: Vec<f32>,
+    weight: Vec<f32>,
+}
+
+impl<'a> Blend<'a> {
+    fn new(tiles: &'a Tiles, channels: usize) -> Self {
+        let (s, plane) = (tiles.size, tiles.width * tiles.height);
+        let bump = (0..s)
             .map(|i| {
                 let t = std::f32::consts::PI * (i as f32 + 0.5) / s as f32;
                 t.sin().powi(2).max(1e-3)
             })
             .collect();
-        let mut sum = vec![0.0f32; plane * channels];
-        let mut weight = vec![0.0f32; plane];
-        for (t, (x0, y0)) in self.origins().enumerate() {
-            let window = &windows[t * s * s * channels..(t + 1) * s * s * channels];
-            for dy in 0..s.min(self.height - y0) {
-                for dx in 0..s.min(self.width - x0) {
-                    let w = bump[dy] * bump[dx];
-                    let at = (y0 + dy) * self.width + x0 + dx;
-                    weight[at] += w;
-                    for c in 0..channels {
-                        sum[c * plane + at] += w * window[c * s * s + dy * s + dx];
+        Self {
+            tiles,
+            channels,
+            bump,
+            sum: vec![0.0; plane * channels],
+            weight: vec![0.0; plane],
+        }
+    }
+
+    /// Adds the windows at `origins` (laid out as [`Tiles::extract`] gives).
+    fn add(&mut self, origins: &[(usize, usize)], windows: &[f32]) {
+        let t = self.tiles;
+        let (s, c_n, plane) = (t.size, self.channels, t.width * t.height);
+        for (k, &(x0, y0)) in origins.iter().enumerate() {
+            let window = &windows[k * s * s * c_n..(k + 1) * s * s * c_n];
+            for dy in 0..s.min(t.height - y0) {
+                for dx in 0..s.min(t.width - x0) {
+                    let w = self.bump[dy] * self.bump[dx];
+                    let at = (y0 + dy) * t.width + x0 + dx;
+                    self.weight[at] += w;
+                    for c in 0..c_n {
+                        self.sum[c * plane + at] += w * window[c * s * s + dy * s + dx];
                     }
                 }
             }
         }
-        for (i, v) in sum.iter_mut().enumerate() {
-            *v /= weight[i % plane];
+    }
+
+    fn finish(mut self) -> Planes {
+        let plane = self.tiles.width * self.tiles.height;
+        for (i, v) in self.sum.iter_mut().enumerate() {
+            *v /= self.weight[i % plane];
         }
         Planes {
-            width: self.width,
-            height: self.height,
-            channels,
-            data: sum,
+            width: self.tiles.width,
+            height: self.tiles.height,
+            channels: self.channels,
+            data: self.sum,
         }
     }
 }
@@ -416,10 +454,14 @@ mod tests {
             let image = ramp(w, h, 3);
             let tiles = Tiles::new(w, h, 28);
             assert_eq!(*tiles.xs.last().unwrap(), w.saturating_sub(28));
-            // Blending the untouched windows must give the image back: the
-            // weights are normalized and every pixel is covered.
-            let back = tiles.blend(&tiles.extract(&image), 3);
-            assert!(back.mse(&image, None) < 1e-10, "{w}x{h}");
+            // Blending the untouched windows, in any chunking, must give
+            // the image back: weights are normalized, every pixel covered.
+            let origins: Vec<_> = tiles.origins().collect();
+            let mut blend = Blend::new(&tiles, 3);
+            for chunk in origins.chunks(3) {
+                blend.add(chunk, &tiles.extract(&image, chunk));
+            }
+            assert!(blend.finish().mse(&image, None) < 1e-10, "{w}x{h}");
         }
     }
 

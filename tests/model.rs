@@ -236,5 +236,8 @@ fn embedded_defaults_load_and_describe_themselves() {
         assert!(m.info.training.epochs > 0 && m.info.training.validation_loss.is_finite());
     }
     let err = Model::load("no-such-model").err().unwrap().to_string();
-    assert!(err.contains("digits, fashion, photos"), "{err}");
+    assert!(
+        err.contains("digits, digits-denoise, fashion, photos"),
+        "{err}"
+    );
 }

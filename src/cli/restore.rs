@@ -15,6 +15,8 @@ use imgsearch::model::{self, Model};
 use imgsearch::restore::{self, Fit, Planes};
 use imgsearch::sheet;
 
+use crate::{progress_bar, spinner};
+
 /// The default model for `denoise`.
 pub const DENOISE_MODEL: &str = "digits-denoise";
 
@@ -90,7 +92,9 @@ pub struct InpaintArgs {
 pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
     let (image, input) = read(&args.input, &model, &args.common)?;
+    let spin = spinner("reconstructing");
     let recon = restore::reconstruct(&model, &input, args.common.fit)?;
+    spin.finish_and_clear();
     let mse = recon.mse(&input, None);
     if let Some(out) = &args.out {
         write(&recon, out)?;
@@ -126,7 +130,9 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
 pub fn denoise(args: DenoiseArgs) -> Result<ExitCode> {
     let model = load_model(&args.model)?;
     let (_, input) = read(&args.input, &model, &args.common)?;
+    let spin = spinner("denoising");
     let clean = restore::denoise(&model, &input, args.common.fit)?;
+    spin.finish_and_clear();
     write(&clean, &args.out)?;
     let change = clean.mse(&input, None).sqrt();
     let report = json!({
@@ -156,8 +162,16 @@ pub fn inpaint(args: InpaintArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading the mask {}", args.mask.display()))?;
     let missing = restore::mask_from_image(&mask, input.width, input.height)
         .with_context(|| format!("mask {}", args.mask.display()))?;
-    let (filled, report) =
-        restore::inpaint(&model, &input, &missing, args.common.fit, args.iterations)?;
+    let bar = progress_bar("passes", || args.iterations as u64);
+    let (filled, report) = restore::inpaint(
+        &model,
+        &input,
+        &missing,
+        args.common.fit,
+        args.iterations,
+        &|| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
     write(&filled, &args.out)?;
     let json = json!({
         "input": args.input, "mask": args.mask, "output": args.out, "model": model.name,
