@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         let started = Instant::now();
-        let ranking = match anomaly::rank(&index, &opts, &|_| {}) {
+        let ranking = match anomaly::rank(&index, &opts, &|_, _| {}) {
             Ok(r) => r,
             Err(e) => {
                 println!("| {} | skipped: {e} |", models.join(", "));

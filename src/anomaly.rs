@@ -199,12 +199,13 @@ fn load_model(name: &str) -> Result<Model, AnomalyError> {
     })
 }
 
-/// Ranks the index's images by reconstruction error. `progress` is told
-/// how many files each non-stored model has re-read.
+/// Ranks the index's images by reconstruction error. `progress(done, total)`
+/// hears how many files the non-stored models have re-read so far, out of
+/// how many (nothing when every error is stored).
 pub fn rank(
     index: &Index,
     opts: &AnomalyOptions,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Ranking, AnomalyError> {
     let records = selected_records(index, opts)?;
     if records.is_empty() {
@@ -215,6 +216,8 @@ pub fn rank(
     // errors[m][i]: model m on record i; None where the file was unreadable.
     let mut errors: Vec<Vec<Option<f32>>> = Vec::with_capacity(scorers.len());
     let mut failed = std::collections::BTreeMap::new();
+    let total = (scorers.iter().filter(|s| !s.stored).count() * paths.len()) as u64;
+    let mut done = 0;
     for scorer in &scorers {
         if scorer.stored {
             errors.push(records.iter().map(|(_, r)| Some(r.recon_error)).collect());
@@ -231,7 +234,8 @@ pub fn rank(
                     }
                 }
             }
-            progress(chunk.len() as u64);
+            done += chunk.len() as u64;
+            progress(done, total);
         }
         errors.push(column);
     }

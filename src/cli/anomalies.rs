@@ -70,13 +70,11 @@ pub fn anomalies(args: AnomaliesArgs) -> Result<ExitCode> {
         under: args.under.clone(),
         label: args.label.clone(),
     };
-    let rereads = opts
-        .models
-        .iter()
-        .filter(|m| **m != index.model.name)
-        .count() as u64;
-    let bar = progress_bar("images", || rereads * index.store.live_count().unwrap_or(0));
-    let ranking = anomaly::rank(&index, &opts, &|n| bar.inc(n))?;
+    let bar = progress_bar("images re-read", || 0);
+    let ranking = anomaly::rank(&index, &opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
     bar.finish_and_clear();
     for (path, reason) in &ranking.failed {
         eprintln!("warning: {path}: not scored: {reason}");
