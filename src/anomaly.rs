@@ -345,19 +345,7 @@ fn selected_records(
         label: opts.label.clone(),
         ..QueryOptions::default()
     };
-    match search::allowed_ids(&index.store, &filter)? {
-        None => index.store.records().collect(),
-        Some(ids) => ids
-            .into_iter()
-            .filter_map(|id| {
-                index
-                    .store
-                    .record(id)
-                    .transpose()
-                    .map(|r| r.map(|r| (id, r)))
-            })
-            .collect(),
-    }
+    search::records_matching(&index.store, &filter)?.collect()
 }
 
 fn combine(errors: &[f32], medians: &[f32], how: Combine) -> f32 {

@@ -81,28 +81,18 @@ pub fn rows<'a>(
         label: filter.label.clone(),
         ..QueryOptions::default()
     };
-    let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> =
-        match search::allowed_ids(&index.store, &opts)? {
-            Some(ids) => Box::new(ids.into_iter().map(Ok)),
-            None => Box::new(index.store.records().map(|r| r.map(|(id, _)| id))),
-        };
     let store = &index.store;
-    Ok(ids.filter_map(move |id| {
-        let row = (|| {
-            let id = id?;
-            let Some(rec) = store.record(id)? else {
-                return Ok(None); // removed since the ids were listed
-            };
-            let latent = store.vector(id)?.ok_or(ExportError::MissingVector { id })?;
-            Ok(Some(Row {
-                id,
-                path: rec.path_buf().display().to_string(),
-                label: rec.label,
-                recon_error: rec.recon_error,
-                latent,
-            }))
-        })();
-        row.transpose()
+    let records = search::records_matching(store, &opts)?;
+    Ok(records.map(move |r| {
+        let (id, rec) = r?;
+        let latent = store.vector(id)?.ok_or(ExportError::MissingVector { id })?;
+        Ok(Row {
+            id,
+            path: rec.path_buf().display().to_string(),
+            label: rec.label,
+            recon_error: rec.recon_error,
+            latent,
+        })
     }))
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::ann::Ann;
 use crate::imageio::{self, DecodeLimits};
 use crate::index::Index;
-use crate::store::{path_to_bytes, Store, StoreError};
+use crate::store::{path_to_bytes, Record, Store, StoreError};
 
 /// At or below this many candidate images an exact scan is used: it is
 /// exact, and at this size as fast as the graph.
@@ -201,6 +201,22 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
         });
     }
     Ok(out)
+}
+
+/// The live records passing the filters, in id order: streamed from the
+/// store when nothing is filtered, else looked up by id (one removed since
+/// it was listed is skipped).
+pub fn records_matching<'a>(
+    store: &'a Store,
+    opts: &QueryOptions,
+) -> Result<Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>, StoreError> {
+    Ok(match allowed_ids(store, opts)? {
+        Some(ids) => Box::new(
+            ids.into_iter()
+                .filter_map(move |id| store.record(id).transpose().map(|r| r.map(|rec| (id, rec)))),
+        ),
+        None => Box::new(store.records()),
+    })
 }
 
 /// Sorted ids passing the filters (`under`, `label`, `labelled`), or
