@@ -137,56 +137,67 @@ impl Ranking {
     }
 }
 
-/// A model and where its errors come from.
-struct Scorer {
-    model: Model,
-    stored: bool,
+/// A model and where its errors come from: the index's own model (`own`
+/// empty) has them stored; another model is loaded and re-reads files.
+struct Scorer<'a> {
+    own: Option<Model>,
+    index_model: &'a Model,
 }
 
-impl Scorer {
-    fn load(index: &Index, names: &[String]) -> Result<Vec<Scorer>, AnomalyError> {
+impl<'a> Scorer<'a> {
+    fn load(index: &'a Index, names: &[String]) -> Result<Vec<Self>, AnomalyError> {
+        let index_model = &index.model;
         if names.is_empty() {
             return Ok(vec![Scorer {
-                model: load_model(&index.model.name)?,
-                stored: true,
+                own: None,
+                index_model,
             }]);
         }
         names
             .iter()
             .map(|name| {
                 let model = load_model(name)?;
-                let stored = model.fingerprint == index.model.fingerprint;
-                Ok(Scorer { model, stored })
+                // The index's model, named again: use the stored errors.
+                let own = (model.fingerprint != index_model.fingerprint).then_some(model);
+                Ok(Scorer { own, index_model })
             })
             .collect()
+    }
+
+    fn model(&self) -> &Model {
+        self.own.as_ref().unwrap_or(self.index_model)
+    }
+
+    fn stored(&self) -> bool {
+        self.own.is_none()
     }
 
     /// Errors of the given files under this model; a file that cannot be
     /// read gets `Err(reason)`.
     fn errors(&self, paths: &[PathBuf]) -> Vec<Result<f32, String>> {
-        let (size, channels) = (self.model.input_size(), self.model.channels());
+        let model = self.model();
+        let (size, channels) = (model.input_size(), model.channels());
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(crate::model::BATCH) {
             let decoded: Vec<_> = chunk
                 .par_iter()
                 .map(|p| imageio::load_pixels(p, size, channels, DecodeLimits::default()))
                 .collect();
-            let ok: Vec<_> = decoded
-                .iter()
-                .filter_map(|d| d.as_ref().ok())
-                .cloned()
+            // Decoded images go to the model in one batch; each slot keeps
+            // its place, or the reason it has no image.
+            let mut images = Vec::with_capacity(decoded.len());
+            let slots: Vec<Result<(), String>> = decoded
+                .into_iter()
+                .map(|d| d.map(|px| images.push(px)).map_err(|e| e.to_string()))
                 .collect();
-            let mut scores = match self.model.embed_and_score(&ok) {
+            let mut scores = match model.embed_and_score(&images) {
                 Ok(s) => s.into_iter().map(|(_, e)| Ok(e)).collect::<Vec<_>>(),
-                Err(e) => vec![Err(format!("model failed: {e}")); ok.len()],
+                Err(e) => vec![Err(format!("model failed: {e}")); images.len()],
             }
             .into_iter();
-            for d in decoded {
-                out.push(match d {
-                    Ok(_) => scores.next().expect("one score per decoded image"),
-                    Err(e) => Err(e.to_string()),
-                });
-            }
+            out.extend(slots.into_iter().map(|slot| {
+                slot.and_then(|()| scores.next().expect("one score per decoded image"))
+            }));
         }
         out
     }
@@ -216,10 +227,10 @@ pub fn rank(
     // errors[m][i]: model m on record i; None where the file was unreadable.
     let mut errors: Vec<Vec<Option<f32>>> = Vec::with_capacity(scorers.len());
     let mut failed = std::collections::BTreeMap::new();
-    let total = (scorers.iter().filter(|s| !s.stored).count() * paths.len()) as u64;
+    let total = (scorers.iter().filter(|s| !s.stored()).count() * paths.len()) as u64;
     let mut done = 0;
     for scorer in &scorers {
-        if scorer.stored {
+        if scorer.stored() {
             errors.push(records.iter().map(|(_, r)| Some(r.recon_error)).collect());
             continue;
         }
@@ -274,10 +285,10 @@ pub fn rank(
             .iter()
             .zip(medians)
             .map(|(s, median_error)| ModelScale {
-                name: s.model.name.clone(),
-                fingerprint: s.model.fingerprint.clone(),
+                name: s.model().name.clone(),
+                fingerprint: s.model().fingerprint.clone(),
                 median_error,
-                stored: s.stored,
+                stored: s.stored(),
             })
             .collect(),
         combine: opts.combine,

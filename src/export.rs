@@ -67,7 +67,7 @@ pub struct ExportReport {
     pub format: Format,
     pub images: usize,
     pub dim: usize,
-    /// Files written (`None` path: standard output).
+    /// Files written (`<stdout>` for standard output).
     pub files: Vec<String>,
 }
 
