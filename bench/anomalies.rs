@@ -58,10 +58,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let index_dir = work.join("index-digits");
-    let mut index = Index::open(&index_dir, Some("digits"), true)?;
+    let index = Index::open(&index_dir, Some("digits"), true)?;
     let started = Instant::now();
     let report = ingest::ingest(
-        &mut index,
+        &index,
         &pile,
         &IngestOptions::default(),
         &ProgressBar::hidden(),

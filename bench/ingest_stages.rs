@@ -151,10 +151,10 @@ fn main() -> anyhow::Result<()> {
     drop(store);
 
     let index_dir = tmp.path().join("index");
-    let mut index = Index::open(&index_dir, Some(&model_name), true)?;
+    let index = Index::open(&index_dir, Some(&model_name), true)?;
     let t = Instant::now();
     let report = ingest::ingest(
-        &mut index,
+        &index,
         std::path::Path::new(&dir),
         &IngestOptions::default(),
         &indicatif::ProgressBar::hidden(),

@@ -108,10 +108,10 @@ fn main() -> anyhow::Result<()> {
                 continue;
             };
             let index_dir = work.join(format!("idx-{spec}"));
-            let mut index = Index::open(&index_dir, Some(&model), true)?;
+            let index = Index::open(&index_dir, Some(&model), true)?;
             let started = Instant::now();
             let report = ingest::ingest(
-                &mut index,
+                &index,
                 &train_dir,
                 &IngestOptions::default(),
                 &ProgressBar::hidden(),
@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
                 raw_baseline: !raw_done,
                 ..Default::default()
             };
-            let r = eval::evaluate(&mut index, &test_dir, &opts, &ProgressBar::hidden())?;
+            let r = eval::evaluate(&index, &test_dir, &opts, &ProgressBar::hidden())?;
             raw_done = true;
             let dim = r.latent.dim;
             let started = Instant::now();

@@ -113,16 +113,17 @@ fn main() -> anyhow::Result<()> {
         println!("\n== {size} vectors ({built}) ==");
 
         // Warm, in this process: the graph loaded, the flat file mapped.
-        let mut index = Index::open(&dir, None, false)?;
+        let index = Index::open(&dir, None, false)?;
         let t = Instant::now();
-        index.ann.graph(&index.store)?;
+        index.load_graph()?;
         let load_s = t.elapsed().as_secs_f64();
         println!(
             "graph reload: {load_s:.1} s, peak RSS {:.0} MB",
             peak_rss_mb()
         );
-        let flat = &index.ann.flat;
-        let graph: &Graph = index.ann.loaded_graph().expect("loaded");
+        let ann = index.ann();
+        let flat = &ann.flat;
+        let graph: &Graph = ann.loaded_graph().expect("loaded");
 
         let mut exact_ms = Vec::new();
         let mut truth = Vec::new();
@@ -175,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             ]);
         }
         let points = graph.points();
+        drop(ann);
         drop(index);
 
         // Cold: a fresh `imgsearch query` process per run (OS file cache warm).
@@ -246,11 +248,11 @@ fn build_index(
     train: &dataset::Dataset,
     std: &[f32],
 ) -> anyhow::Result<String> {
-    if let Ok(mut index) = Index::open(dir, None, false) {
+    if let Ok(index) = Index::open(dir, None, false) {
         if index.store.live_count()? as usize == size {
             // A graph saved with other parameters is rebuilt (and saved) here.
             let t = Instant::now();
-            index.ann.graph(&index.store)?;
+            index.load_graph()?;
             index.save()?;
             return Ok(format!(
                 "reused, graph ready in {:.0} s",
@@ -262,7 +264,7 @@ fn build_index(
         std::fs::remove_dir_all(dir)?;
     }
     let t = Instant::now();
-    let mut index = Index::open(dir, Some("digits"), true)?;
+    let index = Index::open(dir, Some("digits"), true)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(size as u64);
     // Box–Muller: a standard normal sample from two uniforms.
     let mut gauss = move || {
@@ -307,8 +309,7 @@ fn build_index(
                 _ => unreachable!(),
             }))
             .collect();
-        let Index { store, ann, .. } = &mut index;
-        ann.insert(store, &points)?;
+        index.ann_mut().insert(&index.store, &points)?;
         i += points.len();
         eprint!("\rbuilding {size}: {i}");
     }

@@ -68,7 +68,7 @@ pub struct Prediction {
 /// Classifies each latent. `exclude[i]` (when given) lists ids that may not
 /// vote for query `i`: the query's own record and its byte-identical copies.
 pub fn classify(
-    index: &mut Index,
+    index: &Index,
     latents: &[Vec<f32>],
     exclude: &[Vec<u64>],
     opts: &ClassifyOptions,

@@ -51,7 +51,7 @@ const PHOTOS_THRESHOLD: f32 = 0.75;
 /// `threshold` (latent distance) are linked, byte-identical files always are,
 /// and linked images are merged (union-find).
 pub fn duplicates(
-    index: &mut Index,
+    index: &Index,
     threshold: f32,
     neighbours: usize,
 ) -> Result<Vec<DuplicateGroup>, crate::search::SearchError> {
@@ -94,11 +94,14 @@ pub fn duplicates(
     // through the graph.
     let mut ids = Vec::with_capacity(records.len());
     let mut flat = Vec::new();
-    for (id, v) in index.ann.flat.iter() {
-        ids.push(id);
-        flat.extend_from_slice(&v);
-    }
-    let dim = index.ann.dim();
+    let dim = {
+        let ann = index.ann();
+        for (id, v) in ann.flat.iter() {
+            ids.push(id);
+            flat.extend_from_slice(&v);
+        }
+        ann.dim()
+    };
     let k = neighbours + 1;
     let found: Vec<Vec<(u64, f32)>> = if ids.len() <= EXACT_BELOW {
         let all = crate::knn::Vectors { dim, data: &flat };
@@ -111,8 +114,9 @@ pub fn duplicates(
             .map(|row| row.into_iter().map(|(i, d2)| (ids[i], d2.sqrt())).collect())
             .collect()
     } else {
-        let graph = index.ann.graph(&index.store)?;
-        let graph = &*graph;
+        index.load_graph()?;
+        let ann = index.ann();
+        let graph = ann.loaded_graph().expect("loaded above");
         flat.par_chunks(dim)
             .map(|v| graph.search(v, k, DEFAULT_EF.max(k)))
             .collect()

@@ -174,7 +174,7 @@ struct TestImage {
 
 /// Evaluates the index's kNN classification on the labelled images under `test_dir`.
 pub fn evaluate(
-    index: &mut Index,
+    index: &Index,
     test_dir: &Path,
     opts: &EvalOptions,
     progress: &ProgressBar,

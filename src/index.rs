@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::ann::{Ann, AnnError, AnnStatus};
@@ -39,11 +40,15 @@ pub enum IndexError {
     Model(#[from] ModelError),
 }
 
+/// An open index. Everything takes `&self`, so `serve` shares one `Index`
+/// between threads: the store (sled) and model are thread-safe, and the
+/// derived structures sit behind a read-write lock that searches share and
+/// that writers hold only for short steps (see [`Index::ann`]).
 pub struct Index {
     pub dir: PathBuf,
     pub store: Store,
     /// The flat vector file, and the HNSW graph once something needs it.
-    pub ann: Ann,
+    ann: RwLock<Ann>,
     pub model: Model,
 }
 
@@ -98,21 +103,45 @@ impl Index {
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
-            ann,
+            ann: RwLock::new(ann),
             model,
         })
     }
 
-    /// Flushes the store, then the flat file and graph (if it changed).
-    pub fn save(&mut self) -> Result<(), IndexError> {
-        self.store.flush()?;
-        self.ann.save()?;
+    /// The derived structures, shared with other readers (searches).
+    pub fn ann(&self) -> RwLockReadGuard<'_, Ann> {
+        self.ann.read()
+    }
+
+    /// The derived structures, exclusively: hold it briefly (appending to
+    /// the flat file, adding tombstones), never across a graph insert.
+    pub fn ann_mut(&self) -> RwLockWriteGuard<'_, Ann> {
+        self.ann.write()
+    }
+
+    /// Loads the HNSW graph (catching it up with the store) unless it is in
+    /// memory already.
+    pub fn load_graph(&self) -> Result<(), AnnError> {
+        if self.ann.read().loaded_graph().is_none() {
+            self.ann.write().graph(&self.store)?;
+        }
         Ok(())
     }
 
-    /// Rebuilds the graph and the flat file without tombstones.
-    pub fn compact(&mut self) -> Result<usize, IndexError> {
-        Ok(self.ann.rebuild(&self.store)?)
+    /// Flushes the store, then the flat file and graph (if it changed).
+    /// Call it between inserts, not during one.
+    pub fn save(&self) -> Result<(), IndexError> {
+        self.store.flush()?;
+        self.ann.write().sync_flat()?;
+        self.ann.read().save_graph()?;
+        Ok(())
+    }
+
+    /// Rebuilds the graph and the flat file without tombstones. The graph
+    /// is built without holding the lock, so searches continue meanwhile.
+    pub fn compact(&self) -> Result<usize, IndexError> {
+        let graph = self.ann.read().build_graph(&self.store)?;
+        Ok(self.ann.write().replace_graph(graph, &self.store)?)
     }
 
     pub fn status(&self) -> Result<Status, IndexError> {
@@ -128,7 +157,7 @@ impl Index {
             schema_version: self.store.schema_version()?,
             images,
             tombstones: self.store.tombstone_count()?,
-            ann: self.ann.status(),
+            ann: self.ann.read().status(),
             roots: self.store.roots()?,
             labels,
             unlabelled,
@@ -198,9 +227,9 @@ pub fn reindex(
     }
     let mut reports = Vec::new();
     {
-        let mut index = Index::open(&fresh, Some(model), true)?;
+        let index = Index::open(&fresh, Some(model), true)?;
         for root in &roots {
-            reports.push(crate::ingest::ingest(&mut index, root, opts, progress)?);
+            reports.push(crate::ingest::ingest(&index, root, opts, progress)?);
         }
     }
     std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;

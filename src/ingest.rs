@@ -13,7 +13,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -24,7 +26,6 @@ use serde::Serialize;
 use crate::imageio::{self, has_image_extension, DecodeLimits, Pixels};
 use crate::index::{Index, IndexError};
 use crate::labels::LabelSource;
-use crate::model::Model;
 use crate::store::{path_to_bytes, Change, Record, Store, StoreError};
 
 /// Files prepared per batch (decode in parallel, one transaction).
@@ -39,6 +40,9 @@ pub struct IngestOptions {
     /// Where labels come from (folder names unless a labels file is given).
     /// A stored image whose label changed is updated without re-encoding.
     pub labels: LabelSource,
+    /// Set to stop after the batch in flight (`serve` on shutdown). What
+    /// was committed stays; the next ingest of the root does the rest.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,9 @@ pub struct IngestReport {
     pub images_per_second: f64,
     /// Whether the graph was rebuilt to drop tombstones.
     pub compacted: bool,
+    /// Stopped early (see [`IngestOptions::cancel`]); vanished files were
+    /// not looked for.
+    pub cancelled: bool,
     /// With a labels file: its labelled rows that named no image found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels_unmatched: Option<u64>,
@@ -156,8 +163,11 @@ fn walk<'a>(
 }
 
 /// Ingests every image under `root` into `index`.
+///
+/// Each batch of new images becomes searchable as it commits: the index is
+/// shared (`&Index`), so searches run between and beside the batches.
 pub fn ingest(
-    index: &mut Index,
+    index: &Index,
     root: &Path,
     opts: &IngestOptions,
     progress: &ProgressBar,
@@ -181,10 +191,14 @@ pub fn ingest(
     let mut seen: HashSet<u64> = HashSet::new();
     let mut unreadable_dirs: Vec<Vec<u8>> = Vec::new();
 
-    let Index {
-        store, ann, model, ..
-    } = index;
-    let (store, model) = (&*store, &*model);
+    let (store, model) = (&index.store, &index.model);
+    // New points go into the graph as they commit, so it must be loaded.
+    index.load_graph()?;
+    let cancelled = || {
+        opts.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
     std::thread::scope(|scope| -> Result<(), IngestError> {
         let (tx, rx) = sync_channel::<(Vec<Prepared>, Vec<(PathBuf, String)>)>(2);
         let root_ref = &root;
@@ -223,6 +237,11 @@ pub fn ingest(
         });
 
         for (batch, walk_errors) in rx {
+            if cancelled() {
+                // Dropping the receiver stops the producer at its next send.
+                report.cancelled = true;
+                break;
+            }
             for (path, reason) in walk_errors {
                 unreadable_dirs.push(path_to_bytes(&path));
                 report.failed += 1;
@@ -232,12 +251,16 @@ pub fn ingest(
                 });
             }
             report.scanned += batch.len() as u64;
-            commit_batch(batch, store, ann, model, &mut seen, &mut report)?;
+            commit_batch(batch, index, &mut seen, &mut report)?;
             progress.set_position(report.scanned);
         }
         Ok(())
     })?;
 
+    if report.cancelled {
+        index.save()?;
+        return Ok(finish(report, opts, started));
+    }
     // Records under this root that the walk did not meet are gone, unless
     // they sit in a folder that could not be read.
     let mut prefix = path_to_bytes(&root);
@@ -260,20 +283,23 @@ pub fn ingest(
             _ => unreachable!("only removals"),
         })
         .collect();
-    ann.add_tombstones(&gone_ids);
+    index.ann_mut().add_tombstones(&gone_ids);
     store.add_root(&root)?;
-    if ann.needs_rebuild(store)? {
-        ann.rebuild(store)?;
+    if crate::ann::Ann::needs_rebuild(store)? {
+        index.compact()?;
         report.compacted = true;
     }
     index.save()?;
+    Ok(finish(report, opts, started))
+}
 
+fn finish(mut report: IngestReport, opts: &IngestOptions, started: Instant) -> IngestReport {
     if let LabelSource::File(file) = &opts.labels {
         report.labels_unmatched = Some(file.len().saturating_sub(file.matched()) as u64);
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.images_per_second = report.encoded as f64 / report.seconds.max(1e-9);
-    Ok(report)
+    report
 }
 
 /// Stat, hash and (when the content is new) decode one file.
@@ -386,12 +412,11 @@ fn strip_path(message: String, path: &Path) -> String {
 /// inserts the new points into the graph.
 fn commit_batch(
     batch: Vec<Prepared>,
-    store: &Store,
-    ann: &mut crate::ann::Ann,
-    model: &Model,
+    index: &Index,
     seen: &mut HashSet<u64>,
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
+    let (store, model) = (&index.store, &index.model);
     let mut changes = Vec::with_capacity(batch.len());
     let mut to_encode: Vec<(usize, Pixels)> = Vec::new();
     // Ids whose record this batch replaces: tombstones once it commits.
@@ -497,7 +522,10 @@ fn commit_batch(
     });
     let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
     seen.extend(new_ids.iter().copied());
-    ann.insert(store, &points)?;
-    ann.add_tombstones(&replaced);
+    // The flat file under a brief exclusive lock; the graph (the slow part,
+    // about 1 ms a point) under a shared one, so searches go on meanwhile.
+    index.ann_mut().append_flat(&points)?;
+    index.ann().insert_graph(&points);
+    index.ann_mut().add_tombstones(&replaced);
     Ok(())
 }

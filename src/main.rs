@@ -323,9 +323,9 @@ fn main() -> ExitCode {
 }
 
 fn ingest(args: IngestArgs) -> Result<ExitCode> {
-    let mut idx = Index::open(&args.index.index, args.model.as_deref(), true)
+    let idx = Index::open(&args.index.index, args.model.as_deref(), true)
         .with_context(|| format!("opening index {}", args.index.index.display()))?;
-    if idx.ann.flat_state.rebuilt && idx.store.live_count()? > 0 {
+    if idx.ann().flat_state.rebuilt && idx.store.live_count()? > 0 {
         eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
     }
     let labels = LabelSource::from_file_or_folders(args.labels.as_deref(), &args.dir)?;
@@ -335,11 +335,12 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
             max_megapixels: args.max_megapixels,
         },
         labels,
+        cancel: None,
     };
     let bar = progress_bar("files", || {
         ingest::count_files(&args.dir, &opts).unwrap_or(0)
     });
-    let report = ingest::ingest(&mut idx, &args.dir, &opts, &bar)
+    let report = ingest::ingest(&idx, &args.dir, &opts, &bar)
         .with_context(|| format!("ingesting {}", args.dir.display()))?;
     bar.finish_and_clear();
     if args.json {
@@ -379,7 +380,7 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
 
 fn query(args: QueryArgs) -> Result<ExitCode> {
     use imgsearch::search::{self, QueryOptions};
-    let mut idx = Index::open(&args.index.index, None, false)?;
+    let idx = Index::open(&args.index.index, None, false)?;
     let opts = QueryOptions {
         k: args.k,
         under: args.under.clone(),
@@ -398,7 +399,7 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         .iter()
         .filter_map(|q| q.latent.as_ref().ok().cloned())
         .collect();
-    let (answers, method) = search::nearest_many(&mut idx, &vectors, &opts)?;
+    let (answers, method) = search::nearest_many(&idx, &vectors, &opts)?;
     // A graph this process had to build or catch up is kept for next time.
     idx.save()?;
     let mut answers = answers.into_iter();
@@ -487,9 +488,9 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
 
 fn duplicates(dir: PathBuf, threshold: Option<f32>, json: bool, csv: bool) -> Result<ExitCode> {
     use imgsearch::duplicates;
-    let mut idx = Index::open(&dir, None, false)?;
+    let idx = Index::open(&dir, None, false)?;
     let threshold = threshold.unwrap_or_else(|| duplicates::default_threshold(&idx.model));
-    let groups = duplicates::duplicates(&mut idx, threshold, 8)?;
+    let groups = duplicates::duplicates(&idx, threshold, 8)?;
     idx.save()?;
     if json {
         println!(
@@ -595,7 +596,7 @@ fn reindex(dir: PathBuf, model: String, json: bool) -> Result<ExitCode> {
 }
 
 fn compact(dir: PathBuf, json: bool) -> Result<ExitCode> {
-    let mut idx = Index::open(&dir, None, false)?;
+    let idx = Index::open(&dir, None, false)?;
     let dropped = idx.store.tombstone_count()?;
     let points = idx.compact()?;
     if json {

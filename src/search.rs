@@ -85,7 +85,7 @@ pub struct Hit {
 
 /// The k nearest live images to `vector`.
 pub fn nearest(
-    index: &mut Index,
+    index: &Index,
     vector: &[f32],
     opts: &QueryOptions,
 ) -> Result<(Vec<Hit>, Method), SearchError> {
@@ -103,8 +103,11 @@ pub enum SearchError {
 
 /// The k nearest live images to each of `vectors`, searched in parallel.
 /// Filters are resolved once and the method is planned once for the batch.
+///
+/// Searches share the index's lock with each other and with an ingest's
+/// graph inserts; the graph is loaded first if the plan needs it.
 pub fn nearest_many(
-    index: &mut Index,
+    index: &Index,
     vectors: &[Vec<f32>],
     opts: &QueryOptions,
 ) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
@@ -113,11 +116,12 @@ pub fn nearest_many(
     let candidates = allowed
         .as_ref()
         .map_or(index.store.live_count()? as usize, Vec::len);
-    let method = plan(&index.ann, opts, candidates, vectors.len());
+    let method = plan(&index.ann(), opts, candidates, vectors.len());
     if method == Method::Hnsw {
-        index.ann.graph(&index.store)?;
+        index.load_graph()?;
     }
-    let (store, ann) = (&index.store, &index.ann);
+    let ann = index.ann();
+    let (store, ann) = (&index.store, &*ann);
     let raw: Vec<Vec<(u64, f32)>> = match method {
         Method::Exact => exact(ann, vectors, k, allowed.as_deref()),
         Method::Hnsw => {
@@ -374,7 +378,7 @@ pub fn id_latent(index: &Index, id: u64) -> QueryLatent {
 }
 
 fn stored_vector(index: &Index, id: u64) -> Result<Vec<f32>, String> {
-    match index.ann.flat.get(id) {
+    match index.ann().flat.get(id) {
         Some(v) => Ok(v),
         None => Err(format!("no live image with id {id}")),
     }

@@ -201,14 +201,15 @@ fn ingest_counts_incremental_changes_and_bad_files() {
             .as_deref(),
         Some("7")
     );
-    let mut idx = idx;
     let vectors: Vec<(u64, Vec<f32>)> = idx
         .store
         .vectors_after(None)
         .take(50)
         .map(Result::unwrap)
         .collect();
-    let graph = idx.ann.graph(&idx.store).unwrap();
+    idx.load_graph().unwrap();
+    let ann = idx.ann();
+    let graph = ann.loaded_graph().unwrap();
     for (id, v) in vectors {
         let hits = graph.search(&v, 1, 64);
         assert_eq!(
@@ -216,6 +217,7 @@ fn ingest_counts_incremental_changes_and_bad_files() {
             "id {id} should find an identical vector first"
         );
     }
+    drop(ann);
     drop(idx);
 
     // Compact drops the tombstones.
@@ -292,10 +294,12 @@ fn a_different_model_is_refused_and_nothing_ingestable_fails() {
 
 /// Path → embedding of every live record.
 fn contents(index: &Path) -> BTreeMap<Vec<u8>, Vec<f32>> {
-    let mut idx = Index::open(index, None, false).unwrap();
+    let idx = Index::open(index, None, false).unwrap();
     let live = idx.store.live_count().unwrap();
-    assert_eq!(idx.ann.flat.live() as u64, live, "flat rows = live records");
-    let graph = idx.ann.graph(&idx.store).unwrap();
+    idx.load_graph().unwrap();
+    let ann = idx.ann();
+    assert_eq!(ann.flat.live() as u64, live, "flat rows = live records");
+    let graph = ann.loaded_graph().unwrap();
     assert_eq!(
         graph.live_points() as u64,
         live,

@@ -14,6 +14,7 @@
 //! or rebuilt from the store on open.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{AnnT, DistL2, Hnsw};
@@ -61,14 +62,22 @@ pub enum OpenState {
     Rebuilt { reason: String },
 }
 
+/// The graph. Inserts, searches and dumps take `&self` (hnsw_rs locks per
+/// node), so `serve` inserts a batch while searches run beside it; only
+/// tombstones need `&mut`. One inserter at a time: ids must increase.
 pub struct Graph {
     hnsw: Hnsw<'static, f32, DistL2>,
     dim: usize,
     params: HnswParams,
-    max_id: Option<u64>,
+    /// The largest id inserted, plus one (0: none yet).
+    max_id_plus_one: AtomicU64,
     tombstones: Vec<usize>,
     /// Whether points were added since the last dump.
-    dirty: bool,
+    dirty: AtomicBool,
+}
+
+fn encode_id(id: Option<u64>) -> u64 {
+    id.map_or(0, |m| m + 1)
 }
 
 const MANIFEST: &str = "hnsw.json";
@@ -121,9 +130,9 @@ impl Graph {
             hnsw: new_graph(params, capacity),
             dim,
             params,
-            max_id: None,
+            max_id_plus_one: AtomicU64::new(0),
             tombstones: Vec::new(),
-            dirty: true,
+            dirty: AtomicBool::new(true),
         }
     }
 
@@ -162,17 +171,17 @@ impl Graph {
             hnsw,
             dim,
             params,
-            max_id: m.max_id,
+            max_id_plus_one: AtomicU64::new(encode_id(m.max_id)),
             tombstones: Vec::new(),
-            dirty: false,
+            dirty: AtomicBool::new(false),
         })
     }
 
     /// Inserts every store vector newer than the graph. Returns how many.
-    pub fn catch_up(&mut self, store: &Store) -> Result<usize, AnnError> {
+    pub fn catch_up(&self, store: &Store) -> Result<usize, AnnError> {
         let mut batch: Vec<(u64, Vec<f32>)> = Vec::new();
         let mut n = 0;
-        for item in store.vectors_after(self.max_id) {
+        for item in store.vectors_after(self.max_id()) {
             batch.push(item?);
             if batch.len() == 4096 {
                 n += batch.len();
@@ -186,7 +195,7 @@ impl Graph {
     }
 
     /// Inserts (id, vector) pairs in parallel. Ids must be new and increasing.
-    pub fn insert(&mut self, points: &[(u64, Vec<f32>)]) {
+    pub fn insert(&self, points: &[(u64, Vec<f32>)]) {
         if points.is_empty() {
             return;
         }
@@ -195,8 +204,10 @@ impl Graph {
             .map(|(id, v)| (v.as_slice(), *id as usize))
             .collect();
         self.hnsw.parallel_insert_slice(&refs);
-        self.max_id = points.iter().map(|p| p.0).max().max(self.max_id);
-        self.dirty = true;
+        let newest = points.iter().map(|p| p.0).max();
+        self.max_id_plus_one
+            .fetch_max(encode_id(newest), Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
     }
 
     /// Marks ids as removed (they stay in the graph, never in results).
@@ -212,7 +223,7 @@ impl Graph {
 
     /// The largest store id in the graph.
     pub fn max_id(&self) -> Option<u64> {
-        self.max_id
+        self.max_id_plus_one.load(Ordering::Acquire).checked_sub(1)
     }
 
     pub fn points(&self) -> usize {
@@ -254,7 +265,7 @@ impl Graph {
 
     /// A fresh graph of the store's live vectors (no tombstones).
     pub fn build(store: &Store, dim: usize, params: HnswParams) -> Result<Self, AnnError> {
-        let mut graph = Self::empty(dim, params, store.live_count()? as usize);
+        let graph = Self::empty(dim, params, store.live_count()? as usize);
         graph.catch_up(store)?;
         Ok(graph)
     }
@@ -268,8 +279,8 @@ impl Graph {
     }
 
     /// Writes the graph if it changed since it was loaded or last saved.
-    pub fn save(&mut self, dir: &Path) -> Result<(), AnnError> {
-        if !self.dirty {
+    pub fn save(&self, dir: &Path) -> Result<(), AnnError> {
+        if !self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
         let dump_err = |path: &Path, message: String| AnnError::Dump {
@@ -280,14 +291,14 @@ impl Graph {
             // hnsw_rs cannot dump an empty graph; no manifest means "build
             // from the store", which for an empty store is instant.
             let _ = std::fs::remove_file(dir.join(MANIFEST));
-            self.dirty = false;
+            self.dirty.store(false, Ordering::Release);
             return Ok(());
         }
-        let folder_name = format!(
-            "hnsw-{}-{}",
-            self.max_id.map_or(0, |m| m + 1),
-            self.points()
-        );
+        // Read before dumping: a point inserted during the dump may or may
+        // not be in it, and the manifest must not claim it.
+        let (max_id, points) = (self.max_id(), self.points());
+        self.dirty.store(false, Ordering::Release);
+        let folder_name = format!("hnsw-{}-{points}", encode_id(max_id));
         let folder = dir.join(&folder_name);
         let _ = std::fs::remove_dir_all(&folder);
         std::fs::create_dir_all(&folder).map_err(|e| dump_err(&folder, e.to_string()))?;
@@ -298,8 +309,8 @@ impl Graph {
         let manifest = Manifest {
             folder: folder_name.clone(),
             basename,
-            points: self.points(),
-            max_id: self.max_id,
+            points,
+            max_id,
             dim: self.dim,
             params: self.params,
         };
@@ -321,7 +332,6 @@ impl Graph {
                 }
             }
         }
-        self.dirty = false;
         Ok(())
     }
 }

@@ -94,13 +94,30 @@ impl Ann {
         self.graph_state.as_ref()
     }
 
-    /// Adds newly committed (id, vector) pairs, ids increasing.
+    /// Adds newly committed (id, vector) pairs, ids increasing, to both
+    /// structures, loading the graph first if need be. `serve` splits this
+    /// into [`Ann::append_flat`] under a write lock and
+    /// [`Ann::insert_graph`] under a read lock.
     pub fn insert(&mut self, store: &Store, points: &[(u64, Vec<f32>)]) -> Result<(), AnnError> {
-        if points.is_empty() {
-            return Ok(());
+        self.graph(store)?;
+        self.append_flat(points)?;
+        self.insert_graph(points);
+        Ok(())
+    }
+
+    /// Appends newly committed points to the flat file (fast: a copy).
+    pub fn append_flat(&mut self, points: &[(u64, Vec<f32>)]) -> Result<(), AnnError> {
+        if !points.is_empty() {
+            self.flat.append(points)?;
         }
-        self.flat.append(points)?;
-        let graph = self.graph(store)?;
+        Ok(())
+    }
+
+    /// Inserts newly committed points into the graph, if it is loaded (an
+    /// unloaded graph catches up from the store when it loads). Takes
+    /// `&self`: searches run beside it. One inserter at a time.
+    pub fn insert_graph(&self, points: &[(u64, Vec<f32>)]) {
+        let Some(graph) = &self.graph else { return };
         // Loading caught the graph up with the store, which already holds
         // these points; insert only what it still lacks.
         let fresh: Vec<_> = points
@@ -109,11 +126,13 @@ impl Ann {
             .cloned()
             .collect();
         graph.insert(&fresh);
-        Ok(())
     }
 
     /// Marks ids as removed from the store (committed already).
     pub fn add_tombstones(&mut self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
         self.flat.add_tombstones(ids.iter().copied());
         if let Some(g) = &mut self.graph {
             g.add_tombstones(ids.iter().copied());
@@ -121,18 +140,25 @@ impl Ann {
     }
 
     /// Whether tombstones have passed [`REBUILD_TOMBSTONE_SHARE`].
-    pub fn needs_rebuild(&self, store: &Store) -> Result<bool, AnnError> {
+    pub fn needs_rebuild(store: &Store) -> Result<bool, AnnError> {
         let (live, dead) = (store.live_count()?, store.tombstone_count()?);
         Ok(dead > 0 && dead as f64 > REBUILD_TOMBSTONE_SHARE * (live + dead) as f64)
     }
 
-    /// Rebuilds both structures from the store's live vectors, then clears
-    /// the store's tombstones. The order matters: until the new graph and
-    /// file are saved, the old ones still need the tombstones to hide
-    /// removed ids, so a crash anywhere leaves a consistent index.
-    pub fn rebuild(&mut self, store: &Store) -> Result<usize, AnnError> {
-        let mut graph = Graph::build(store, self.dim, self.params)?;
+    /// A fresh graph of the store's live vectors, saved beside the old one.
+    /// Needs no lock on the `Ann`: searches go on while it builds.
+    pub fn build_graph(&self, store: &Store) -> Result<Graph, AnnError> {
+        let graph = Graph::build(store, self.dim, self.params)?;
         graph.save(&self.dir)?;
+        Ok(graph)
+    }
+
+    /// Swaps in a graph from [`Ann::build_graph`], rewrites the flat file
+    /// without tombstones, then clears the store's tombstones. The order
+    /// matters: until the new graph and file are saved, the old ones still
+    /// need the tombstones to hide removed ids, so a crash anywhere leaves
+    /// a consistent index.
+    pub fn replace_graph(&mut self, graph: Graph, store: &Store) -> Result<usize, AnnError> {
         self.graph = Some(graph);
         self.graph_state = Some(OpenState::Rebuilt {
             reason: "compaction".into(),
@@ -142,11 +168,14 @@ impl Ann {
         Ok(n)
     }
 
-    /// Makes everything appended durable: the flat file, and the graph if
-    /// it is loaded and changed.
-    pub fn save(&mut self) -> Result<(), AnnError> {
-        self.flat.sync()?;
-        if let Some(g) = &mut self.graph {
+    /// Makes the flat file's appended rows durable.
+    pub fn sync_flat(&mut self) -> Result<(), AnnError> {
+        Ok(self.flat.sync()?)
+    }
+
+    /// Dumps the graph if it is loaded and changed (no insert may run).
+    pub fn save_graph(&self) -> Result<(), AnnError> {
+        if let Some(g) = &self.graph {
             g.save(&self.dir)?;
         }
         Ok(())

@@ -97,7 +97,7 @@ pub enum Baseline {
 }
 
 pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
-    let mut idx = Index::open(&args.index.index, None, false)?;
+    let idx = Index::open(&args.index.index, None, false)?;
     let queries = search::query_latents(&idx, &args.images);
     let (mut latents, mut exclude) = (Vec::new(), Vec::new());
     for q in &queries {
@@ -110,7 +110,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
         exact: args.exact,
         ..args.vote.options()
     };
-    let (predictions, method) = classify::classify(&mut idx, &latents, &exclude, &opts)?;
+    let (predictions, method) = classify::classify(&idx, &latents, &exclude, &opts)?;
     idx.save()?;
     let mut predictions = predictions.into_iter();
     let mut out = Vec::new();
@@ -167,7 +167,7 @@ pub fn classify(args: ClassifyArgs) -> Result<ExitCode> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<ExitCode> {
-    let mut idx = Index::open(&args.index.index, None, false)?;
+    let idx = Index::open(&args.index.index, None, false)?;
     let labels = LabelSource::from_file_or_folders(args.labels.as_deref(), &args.test)?;
     let opts = EvalOptions {
         classify: args.vote.options(),
@@ -179,7 +179,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode> {
         compare_exact: args.exact,
     };
     let bar = progress_bar("images", || 0);
-    let report = eval::evaluate(&mut idx, &args.test, &opts, &bar)
+    let report = eval::evaluate(&idx, &args.test, &opts, &bar)
         .with_context(|| format!("evaluating on {}", args.test.display()))?;
     bar.finish_and_clear();
     idx.save()?;
