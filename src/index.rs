@@ -237,3 +237,9 @@ pub fn reindex(
     std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
     Ok(reports)
 }
+
+// `serve` shares one open index between threads.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Index>();
+};

@@ -43,6 +43,20 @@ pub struct IngestOptions {
     /// Set to stop after the batch in flight (`serve` on shutdown). What
     /// was committed stays; the next ingest of the root does the rest.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The rayon pool that decoding, encoding and graph inserts run in;
+    /// `None`: the global one. `serve` gives ingest a pool of its own, at a
+    /// lower CPU priority, so searches (in the global pool) never queue
+    /// behind a batch.
+    pub pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl IngestOptions {
+    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,10 +224,12 @@ pub fn ingest(
             let mut paths = Vec::with_capacity(BATCH);
             let mut walk_errors = Vec::new();
             let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>| {
-                let prepared: Vec<Prepared> = paths
-                    .par_iter()
-                    .map(|p| prepare(p, root_ref, labels, store, shape, limits))
-                    .collect();
+                let prepared: Vec<Prepared> = opts.in_pool(|| {
+                    paths
+                        .par_iter()
+                        .map(|p| prepare(p, root_ref, labels, store, shape, limits))
+                        .collect()
+                });
                 paths.clear();
                 tx.send((prepared, std::mem::take(errors))).is_ok()
             };
@@ -251,7 +267,7 @@ pub fn ingest(
                 });
             }
             report.scanned += batch.len() as u64;
-            commit_batch(batch, index, &mut seen, &mut report)?;
+            opts.in_pool(|| commit_batch(batch, index, &mut seen, &mut report))?;
             progress.set_position(report.scanned);
         }
         Ok(())

@@ -336,6 +336,7 @@ fn ingest(args: IngestArgs) -> Result<ExitCode> {
         },
         labels,
         cancel: None,
+        pool: None,
     };
     let bar = progress_bar("files", || {
         ingest::count_files(&args.dir, &opts).unwrap_or(0)

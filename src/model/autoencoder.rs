@@ -7,7 +7,7 @@
 //! `output_padding` is needed) ending in logits; `sigmoid` gives pixels.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, Linear, Sequential, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// Shape of an autoencoder. Everything needed to rebuild the network.
@@ -73,9 +73,11 @@ impl ArchConfig {
     }
 }
 
-/// Image → latent.
+/// Image → latent. Layers are held by type, not as `candle_nn::Sequential`
+/// (boxed `dyn Module`, neither `Send` nor `Sync`), so one loaded model can
+/// serve many threads.
 pub struct Encoder {
-    features: Sequential,
+    convs: Vec<Conv2d>,
     to_latent: Linear,
 }
 
@@ -86,41 +88,39 @@ impl Encoder {
             stride: 2,
             ..Default::default()
         };
-        let mut features = candle_nn::seq();
+        let mut convs = Vec::with_capacity(cfg.widths.len());
         let mut in_c = cfg.channels;
         for (i, &out_c) in cfg.widths.iter().enumerate() {
-            features = features
-                .add(candle_nn::conv2d(
-                    in_c,
-                    out_c,
-                    3,
-                    conv,
-                    vb.pp(format!("conv{i}")),
-                )?)
-                .add(candle_nn::Activation::Relu);
+            convs.push(candle_nn::conv2d(
+                in_c,
+                out_c,
+                3,
+                conv,
+                vb.pp(format!("conv{i}")),
+            )?);
             in_c = out_c;
         }
         let flat = in_c * cfg.grid() * cfg.grid();
         let to_latent = candle_nn::linear(flat, cfg.latent, vb.pp("to_latent"))?;
-        Ok(Self {
-            features,
-            to_latent,
-        })
+        Ok(Self { convs, to_latent })
     }
 }
 
 impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.apply(&self.features)?
-            .flatten_from(1)?
-            .apply(&self.to_latent)
+        let features = self
+            .convs
+            .iter()
+            .try_fold(xs.clone(), |x, conv| x.apply(conv)?.relu())?;
+        features.flatten_from(1)?.apply(&self.to_latent)
     }
 }
 
 /// Latent → pixel logits.
 pub struct Decoder {
     from_latent: Linear,
-    upsample: Sequential,
+    /// ReLU between these, none after the last (logits).
+    deconvs: Vec<ConvTranspose2d>,
     grid_shape: (usize, usize, usize),
 }
 
@@ -137,20 +137,21 @@ impl Decoder {
         // Mirror of the encoder: widths reversed, ending at the image's channels.
         let mut outs: Vec<usize> = cfg.widths.iter().rev().skip(1).copied().collect();
         outs.push(cfg.channels);
-        let mut upsample = candle_nn::seq();
+        let mut deconvs = Vec::with_capacity(outs.len());
         let mut in_c = top;
         for (i, &out_c) in outs.iter().enumerate() {
-            let layer =
-                candle_nn::conv_transpose2d(in_c, out_c, 4, deconv, vb.pp(format!("deconv{i}")))?;
-            upsample = upsample.add(layer);
-            if i + 1 < outs.len() {
-                upsample = upsample.add(candle_nn::Activation::Relu);
-            }
+            deconvs.push(candle_nn::conv_transpose2d(
+                in_c,
+                out_c,
+                4,
+                deconv,
+                vb.pp(format!("deconv{i}")),
+            )?);
             in_c = out_c;
         }
         Ok(Self {
             from_latent,
-            upsample,
+            deconvs,
             grid_shape: (top, grid, grid),
         })
     }
@@ -160,10 +161,15 @@ impl Module for Decoder {
     fn forward(&self, zs: &Tensor) -> Result<Tensor> {
         let batch = zs.dim(0)?;
         let (c, h, w) = self.grid_shape;
-        zs.apply(&self.from_latent)?
+        let grid = zs
+            .apply(&self.from_latent)?
             .relu()?
-            .reshape((batch, c, h, w))?
-            .apply(&self.upsample)
+            .reshape((batch, c, h, w))?;
+        let (last, hidden) = self.deconvs.split_last().expect("at least one layer");
+        hidden
+            .iter()
+            .try_fold(grid, |x, deconv| x.apply(deconv)?.relu())?
+            .apply(last)
     }
 }
 
