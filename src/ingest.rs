@@ -61,10 +61,10 @@ impl IngestOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("cannot ingest {path}: {source}")]
+    #[error("cannot ingest {path}: {error}")]
     Root {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid --exclude pattern: {0}")]
     Glob(#[from] globset::Error),
@@ -187,14 +187,14 @@ pub fn ingest(
     progress: &ProgressBar,
 ) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
-    let root = std::fs::canonicalize(root).map_err(|source| IngestError::Root {
+    let root = std::fs::canonicalize(root).map_err(|error| IngestError::Root {
         path: root.to_path_buf(),
-        source,
+        error,
     })?;
     if !root.is_dir() {
         return Err(IngestError::Root {
             path: root,
-            source: std::io::Error::other("not a folder"),
+            error: std::io::Error::other("not a folder"),
         });
     }
     let set = excludes(&opts.exclude)?;

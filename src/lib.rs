@@ -27,6 +27,7 @@ pub mod labels;
 pub mod model;
 pub mod restore;
 pub mod search;
+pub mod serve;
 pub mod sheet;
 pub mod store;
 pub mod walk;

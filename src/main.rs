@@ -64,6 +64,9 @@ enum Command {
     /// Write the index's latents with path, label and reconstruction error
     /// (jsonl, csv or npy) for pandas, numpy, sklearn.
     Export(cli::export::ExportArgs),
+    /// Serve the index over HTTP: a JSON API (search, classify, ingest jobs,
+    /// images, anomalies, duplicates) and a web page at `/`.
+    Serve(cli::serve::ServeArgs),
     /// Groups of near-duplicate images in the index (byte-identical ones marked).
     Duplicates {
         #[command(flatten)]
@@ -298,6 +301,7 @@ fn main() -> ExitCode {
         Command::Denoise(args) => cli::restore::denoise(args),
         Command::Inpaint(args) => cli::restore::inpaint(args),
         Command::Export(args) => cli::export::export(args),
+        Command::Serve(args) => cli::serve::serve(args),
         Command::Status { index, json } => status(index.index, json),
         Command::Compact { index, json } => compact(index.index, json),
         Command::Reindex { index, model, json } => reindex(index.index, model, json),

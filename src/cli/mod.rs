@@ -5,3 +5,4 @@ pub mod anomalies;
 pub mod export;
 pub mod knn;
 pub mod restore;
+pub mod serve;
