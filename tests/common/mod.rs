@@ -2,6 +2,8 @@
 //! exported MNIST set.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod http;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

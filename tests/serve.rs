@@ -1,0 +1,517 @@
+//! `imgsearch serve` end to end: the real binary on a loopback port, driven
+//! over HTTP through every endpoint, its limits and errors, background
+//! ingest, and SIGTERM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::http::{self, get, post_json, post_multipart, request, Client, Server};
+use common::{json_cmd, mnist_export, mnist_split, run_ok};
+use serde_json::{json, Value};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imgsearch"))
+}
+
+/// Image files under `dir`, sorted.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn label_of(path: &Path) -> String {
+    path.parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn upload(
+    addr: std::net::SocketAddr,
+    endpoint: &str,
+    file: &Path,
+    fields: &[(&str, &str)],
+) -> http::Response {
+    let bytes = std::fs::read(file).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![("image", Some(&name), &bytes)];
+    for (k, v) in fields {
+        parts.push((k, None, v.as_bytes()));
+    }
+    post_multipart(addr, endpoint, &parts)
+}
+
+#[test]
+fn api_serves_search_classify_images_and_ingest_jobs() {
+    let Some((tmp, digits, index)) = mnist_export(200) else {
+        return;
+    };
+    run_ok(
+        common::bin()
+            .arg("ingest")
+            .arg(&digits)
+            .arg("--index")
+            .arg(&index)
+            .args(["--model", "digits"]),
+    );
+    let train = tmp.path().join("train");
+    mnist_split(&train, "train", 40).unwrap();
+    let server = Server::start(
+        &bin(),
+        &index,
+        &[
+            "--allow-root",
+            tmp.path().to_str().unwrap(),
+            "--max-upload-mb",
+            "1",
+            "--max-megapixels",
+            "0.01",
+            "--timeout",
+            "2",
+        ],
+    );
+    let addr = server.addr;
+
+    // Liveness, page, assets, OpenAPI.
+    assert_eq!(get(addr, "/healthz").text(), "ok");
+    let page = get(addr, "/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().contains("/assets/app.js"));
+    assert_eq!(get(addr, "/assets/app.js").status, 200);
+    assert_eq!(get(addr, "/assets/style.css").status, 200);
+    let spec = get(addr, "/api/openapi.json").json();
+    assert_eq!(spec["openapi"], "3.0.3");
+
+    // Status.
+    let status = get(addr, "/api/status").json();
+    assert_eq!(status["status"]["images"], 200);
+    assert_eq!(status["graph_loaded"], true);
+    assert_eq!(status["status"]["model"]["name"], "digits");
+
+    // Query by upload: unseen digits find neighbours of their own class,
+    // and classify gets most of them right.
+    let uploads = files(&train);
+    let (mut right, mut total) = (0, 0);
+    for file in uploads.iter().take(20) {
+        let r = upload(addr, "/api/query", file, &[("k", "5")]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = r.json();
+        let hits = body["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 5);
+        assert!(hits
+            .windows(2)
+            .all(|w| w[0]["distance"].as_f64() <= w[1]["distance"].as_f64()));
+        assert_eq!(body["query"]["width"], 28);
+        let c = upload(addr, "/api/classify", file, &[]).json();
+        total += 1;
+        if c["prediction"]["label"] == json!(label_of(file)) {
+            right += 1;
+        }
+    }
+    assert!(
+        right * 10 >= total * 7,
+        "classify: {right} of {total} right"
+    );
+
+    // Query by id: the image itself first; filters hold.
+    let some = files(&digits)[17].clone();
+    let id = find_id(addr, &some);
+    let r = post_json(addr, "/api/query", &json!({"id": id, "k": 4})).json();
+    assert_eq!(r["hits"][0]["id"], id);
+    assert_eq!(r["hits"][0]["distance"], 0.0);
+    let r = post_json(addr, "/api/query", &json!({"id": id, "k": 6, "label": "3"})).json();
+    let hits = r["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 6);
+    assert!(hits.iter().all(|h| h["label"] == "3"), "{r}");
+    let under = digits.join("5");
+    let r = post_json(
+        addr,
+        "/api/query",
+        &json!({"id": id, "k": 3, "under": under}),
+    )
+    .json();
+    assert!(r["hits"].as_array().unwrap().iter().all(|h| h["path"]
+        .as_str()
+        .unwrap()
+        .starts_with(under.to_str().unwrap())));
+    // Classify by id: it does not vote for itself.
+    let c = post_json(addr, "/api/classify", &json!({"id": id})).json();
+    let voters = c["prediction"]["voters"].as_array().unwrap();
+    assert_eq!(voters.len(), 7);
+    assert!(voters.iter().all(|v| v["id"] != id));
+
+    // Image record, thumbnail, file.
+    let meta = get(addr, &format!("/api/images/{id}")).json();
+    assert_eq!(meta["path"], some.to_str().unwrap());
+    assert_eq!(meta["label"], label_of(&some));
+    assert_eq!(meta["width"], 28);
+    let thumb = get(addr, &format!("/api/images/{id}/thumbnail"));
+    assert_eq!(thumb.header("content-type"), Some("image/png"));
+    let decoded = image::load_from_memory(&thumb.body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (28, 28));
+    let file = get(addr, &format!("/api/images/{id}/file"));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.body, std::fs::read(&some).unwrap());
+
+    // Anomalies, highest first.
+    let a = get(addr, "/api/anomalies?top=5").json();
+    let scores: Vec<f64> = a["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 5);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    assert_eq!(a["scored"], 200);
+    let a = get(addr, "/api/anomalies?top=3&label=4").json();
+    assert!(a["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["label"] == "4"));
+
+    // Background ingest: new images (with a byte copy of an indexed one)
+    // become searchable, and searches keep answering while it runs.
+    let new = tmp.path().join("new");
+    mnist_split(&new.join("more"), "train", 300).unwrap();
+    std::fs::copy(&some, new.join("copy.png")).unwrap();
+    let r = post_json(addr, "/api/ingest", &json!({"dir": new}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let job = r.json()["job"]["id"].as_u64().unwrap();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/api/jobs/{job}").as_str())
+    );
+    let mut during = 0;
+    loop {
+        let q = post_json(addr, "/api/query", &json!({"id": id, "k": 3}));
+        assert_eq!(q.status, 200);
+        during += 1;
+        let state = get(addr, &format!("/api/jobs/{job}")).json()["job"]["state"].clone();
+        if state != "queued" && state != "running" {
+            break;
+        }
+    }
+    let done = http::wait_for_job(addr, job, Duration::from_secs(120));
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["report"]["added"], 301);
+    assert_eq!(done["scanned"], 301);
+    assert_eq!(done["total"], 301);
+    assert!(during >= 1);
+    assert_eq!(get(addr, "/api/status").json()["status"]["images"], 501);
+    let jobs = get(addr, "/api/jobs").json();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+    // A new image finds itself.
+    let fresh = files(&new.join("more"))[5].clone();
+    let r = upload(addr, "/api/query", &fresh, &[("k", "1")]).json();
+    assert_eq!(r["hits"][0]["path"], fresh.to_str().unwrap());
+    assert!(r["hits"][0]["distance"].as_f64().unwrap() < 1e-3);
+    // The copy and its original form an identical group.
+    let d = get(addr, "/api/duplicates?threshold=0.0001").json();
+    let copy = new.join("copy.png");
+    let group = d["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["path"] == copy.to_str().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no group holds the copy: {d}"));
+    assert_eq!(group["kind"], "identical");
+    assert!(group["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == id));
+
+    // ---- Errors ----
+    let expect = |r: http::Response, status: u16, says: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert!(
+            r.error().contains(says),
+            "`{}` should say `{says}`",
+            r.error()
+        );
+    };
+    // Unknown ids: 404.
+    expect(
+        get(addr, "/api/images/999999"),
+        404,
+        "no image with id 999999",
+    );
+    expect(get(addr, "/api/images/999999/thumbnail"), 404, "no image");
+    expect(get(addr, "/api/images/999999/file"), 404, "no image");
+    expect(
+        post_json(addr, "/api/query", &json!({"id": 999999})),
+        404,
+        "no image",
+    );
+    expect(get(addr, "/api/jobs/77"), 404, "no job 77");
+    expect(get(addr, "/api/nothing"), 404, "no such endpoint");
+    // Path traversal: refused, never served, and logged.
+    let r = request(addr, "GET", "/../../../../etc/passwd", &[], &[]);
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("root:"));
+    expect(
+        get(addr, "/api/images/..%2f..%2fetc%2fpasswd/file"),
+        400,
+        "not an image id",
+    );
+    expect(get(addr, "/assets/..%2f..%2fCargo.toml"), 404, "no asset");
+    expect(
+        post_json(
+            addr,
+            "/api/ingest",
+            &json!({"dir": tmp.path().join("new/../../..")}),
+        ),
+        403,
+        "not under an allowed root",
+    );
+    expect(
+        post_json(addr, "/api/ingest", &json!({"dir": "/etc"})),
+        403,
+        "not under an allowed root",
+    );
+    expect(
+        post_json(
+            addr,
+            "/api/ingest",
+            &json!({"dir": tmp.path().join("missing")}),
+        ),
+        404,
+        "cannot ingest",
+    );
+    expect(
+        post_json(addr, "/api/ingest", &json!({"dir": some})),
+        400,
+        "not a folder",
+    );
+    let r = post_json(addr, "/api/ingest", &json!({"folder": "x"}));
+    assert_eq!(r.status, 422, "{}", r.text());
+    // Malformed requests: 400.
+    let content_type = format!("multipart/form-data; boundary={}", http::BOUNDARY);
+    expect(
+        request(
+            addr,
+            "POST",
+            "/api/query",
+            &[("Content-Type", &content_type)],
+            b"--imgsearch-test-boundary\r\nContent-Disp",
+        ),
+        400,
+        "malformed upload",
+    );
+    expect(
+        post_multipart(addr, "/api/query", &[("k", None, b"3")]),
+        400,
+        "nothing to search for",
+    );
+    expect(
+        upload(addr, "/api/query", &some, &[("k", "0")]),
+        400,
+        "k must be",
+    );
+    expect(
+        upload(addr, "/api/query", &some, &[("k", "many")]),
+        400,
+        "is not a count",
+    );
+    expect(
+        upload(addr, "/api/query", &some, &[("id", "3")]),
+        400,
+        "not both",
+    );
+    expect(
+        post_multipart(addr, "/api/query", &[("picture", Some("a.png"), b"x")]),
+        400,
+        "unknown form field",
+    );
+    expect(
+        request(
+            addr,
+            "POST",
+            "/api/query",
+            &[("Content-Type", "application/json")],
+            b"{\"id\": ",
+        ),
+        400,
+        "",
+    );
+    expect(
+        request(
+            addr,
+            "POST",
+            "/api/query",
+            &[("Content-Type", "text/plain")],
+            b"hi",
+        ),
+        415,
+        "unsupported content type",
+    );
+    expect(get(addr, "/api/anomalies?top=lots"), 400, "");
+    expect(get(addr, "/api/duplicates?threshold=-1"), 400, "threshold");
+    // Not an image: 422. Too many pixels (limit 0.01 MP): 413.
+    let junk = tmp.path().join("junk.png");
+    std::fs::write(&junk, b"this is not a png").unwrap();
+    expect(
+        upload(addr, "/api/query", &junk, &[]),
+        422,
+        "not a decodable image",
+    );
+    let big = tmp.path().join("big.png");
+    image::GrayImage::new(200, 100).save(&big).unwrap();
+    expect(
+        upload(addr, "/api/query", &big, &[]),
+        413,
+        "above the limit",
+    );
+    // Body over --max-upload-mb 1: 413.
+    let blob = vec![7u8; 1_500_000];
+    expect(
+        post_multipart(addr, "/api/query", &[("image", Some("huge.png"), &blob)]),
+        413,
+        "too large",
+    );
+    // A body that never finishes: 408 after --timeout 2.
+    let mut slow = Client::connect(addr).unwrap();
+    slow.write_raw(format!("POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 5000\r\n\r\n--{}\r\n", http::BOUNDARY).as_bytes()).unwrap();
+    let r = slow.read_response().unwrap();
+    assert_eq!(r.status, 408);
+    // A file changed on disk since indexing: 409; gone: 410.
+    let victim = files(&digits)[3].clone();
+    let vid = find_id(addr, &victim);
+    std::fs::write(&victim, b"changed").unwrap();
+    expect(
+        get(addr, &format!("/api/images/{vid}/file")),
+        409,
+        "changed on disk",
+    );
+    std::fs::remove_file(&victim).unwrap();
+    expect(
+        get(addr, &format!("/api/images/{vid}/thumbnail")),
+        410,
+        "cannot be read",
+    );
+
+    let log = server.log();
+    assert!(log.contains("refused a path traversal attempt"), "{log}");
+    assert!(
+        log.contains("refused an ingest outside the allowed roots"),
+        "{log}"
+    );
+    assert!(log.contains("ingest finished"), "{log}");
+}
+
+/// The id of an indexed file, through the API (a query by its own upload).
+fn find_id(addr: std::net::SocketAddr, file: &Path) -> u64 {
+    let r = upload(addr, "/api/query", file, &[("k", "5")]).json();
+    r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == file.to_str().unwrap())
+        .unwrap_or_else(|| panic!("{} not found: {r}", file.display()))["id"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn without_allow_root_ingest_is_off_and_classify_needs_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("idx");
+    // A new, empty index: created by serve with the asked model.
+    let server = Server::start(&bin(), &index, &["--model", "digits"]);
+    let addr = server.addr;
+    assert_eq!(get(addr, "/api/status").json()["status"]["images"], 0);
+    let r = post_json(addr, "/api/ingest", &json!({"dir": tmp.path()}));
+    assert_eq!(r.status, 403);
+    assert!(r.error().contains("--allow-root"));
+    let img = tmp.path().join("a.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * y) % 256) as u8]))
+        .save(&img)
+        .unwrap();
+    let r = upload(addr, "/api/query", &img, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["hits"], json!([]));
+    let r = upload(addr, "/api/classify", &img, &[]);
+    assert_eq!(r.status, 409);
+    assert!(r.error().contains("no labelled images"));
+    assert_eq!(get(addr, "/api/anomalies").json()["images"], json!([]));
+}
+
+#[test]
+fn sigterm_stops_ingest_cleanly_and_a_rerun_completes_it() {
+    let Some((tmp, digits, index)) = mnist_export(100) else {
+        return;
+    };
+    run_ok(
+        common::bin()
+            .arg("ingest")
+            .arg(&digits)
+            .arg("--index")
+            .arg(&index)
+            .args(["--model", "digits"]),
+    );
+    let big = tmp.path().join("big");
+    mnist_split(&big, "train", 6000).unwrap();
+    let mut server = Server::start(
+        &bin(),
+        &index,
+        &["--allow-root", tmp.path().to_str().unwrap()],
+    );
+    let addr = server.addr;
+    let job = post_json(addr, "/api/ingest", &json!({"dir": big})).json()["job"]["id"]
+        .as_u64()
+        .unwrap();
+    // Wait until some batches have landed, then stop the server.
+    let start = std::time::Instant::now();
+    loop {
+        let view: Value = get(addr, &format!("/api/jobs/{job}")).json()["job"].clone();
+        if view["scanned"].as_u64().unwrap_or(0) >= 512 || view["state"] == "done" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{view}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.terminate(Duration::from_secs(60)), Some(0));
+    let log = server.log();
+    assert!(
+        log.contains("SIGTERM received") && log.contains("index flushed"),
+        "{log}"
+    );
+
+    // Whatever landed is consistent: records, flat rows and graph agree.
+    let status = json_cmd("status", &index, &[]);
+    let images = status["images"].as_u64().unwrap();
+    // Stopped partway (6,000 files take seconds; the signal came after 512).
+    assert!(images > 100 && images < 6100, "{status}");
+    assert_eq!(status["flat_rows"].as_u64(), Some(images));
+    assert_eq!(status["graph_points"].as_u64(), Some(images));
+    // Re-running the same ingest finishes the job.
+    let report = json_cmd("ingest", &index, &[big.as_os_str()]);
+    assert_eq!(
+        report["added"].as_u64().unwrap() + report["unchanged"].as_u64().unwrap(),
+        6000,
+        "{report}"
+    );
+    assert_eq!(json_cmd("status", &index, &[])["images"], 6100);
+}
