@@ -72,8 +72,10 @@ async function searchFile(file) {
   };
   try {
     showHits(await api("/api/query", { method: "POST", body: form() }));
+    // The vote uses the server's default k; filters do not apply to it.
     const f = form();
     f.delete("label");
+    f.delete("k");
     showPrediction(await api("/api/classify", { method: "POST", body: f }).catch((e) => ({ prediction: { label: null, voters: [] }, error: e })));
   } catch (e) { fail(e); }
 }
@@ -84,8 +86,7 @@ async function searchById(id) {
   const json = (body) => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   try {
     showHits(await api("/api/query", json({ id, ...settings() })));
-    const { label, ...rest } = settings();
-    showPrediction(await api("/api/classify", json({ id, ...rest })).catch(() => ({ prediction: { label: null, voters: [] } })));
+    showPrediction(await api("/api/classify", json({ id })).catch(() => ({ prediction: { label: null, voters: [] } })));
   } catch (e) { fail(e); }
 }
 
