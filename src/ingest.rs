@@ -267,7 +267,7 @@ pub fn ingest(
                 });
             }
             report.scanned += batch.len() as u64;
-            opts.in_pool(|| commit_batch(batch, index, &mut seen, &mut report))?;
+            commit_batch(batch, index, opts, &mut seen, &mut report)?;
             progress.set_position(report.scanned);
         }
         Ok(())
@@ -429,6 +429,7 @@ fn strip_path(message: String, path: &Path) -> String {
 fn commit_batch(
     batch: Vec<Prepared>,
     index: &Index,
+    opts: &IngestOptions,
     seen: &mut HashSet<u64>,
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
@@ -519,7 +520,7 @@ fn commit_batch(
     }
     if !to_encode.is_empty() {
         let pixels: Vec<Pixels> = to_encode.iter().map(|(_, p)| p.clone()).collect();
-        let scored = model.embed_and_score(&pixels)?;
+        let scored = opts.in_pool(|| model.embed_and_score(&pixels))?;
         for ((at, _), (latent, error)) in to_encode.iter().zip(scored) {
             if let Change::Add { record, vector } = &mut changes[*at] {
                 *vector = latent;
@@ -538,10 +539,14 @@ fn commit_batch(
     });
     let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
     seen.extend(new_ids.iter().copied());
-    // The flat file under a brief exclusive lock; the graph (the slow part,
-    // about 1 ms a point) under a shared one, so searches go on meanwhile.
+    // The flat file under a brief exclusive lock, taken on this thread (not
+    // in the pool, which may run at a lower priority: a low-priority thread
+    // holding or queueing for the lock would stall every search); the graph
+    // (the slow part) under a shared lock, so searches go on meanwhile.
     index.ann_mut().append_flat(&points)?;
-    index.ann().insert_graph(&points);
-    index.ann_mut().add_tombstones(&replaced);
+    opts.in_pool(|| index.ann().insert_graph(&points));
+    if !replaced.is_empty() {
+        index.ann_mut().add_tombstones(&replaced);
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{blocking, ApiError, App};
+use super::{blocking, compute, ApiError, App};
 use crate::anomaly::{self, AnomalyError, AnomalyOptions, Select};
 use crate::classify::{self, ClassifyError, ClassifyOptions};
 use crate::imageio;
@@ -243,7 +243,7 @@ struct Timed<T: Serialize> {
 
 pub async fn query(State(app): Shared, req: Request) -> Result<Response, ApiError> {
     let (subject, params) = read_subject(req).await?;
-    blocking(move || {
+    compute(move || {
         let t = Instant::now();
         let (latent, _, about) = latent_of(&app, &subject)?;
         let opts = QueryOptions {
@@ -272,7 +272,7 @@ pub async fn classify(State(app): Shared, req: Request) -> Result<Response, ApiE
             "classify takes no `under` or `label` filter: every labelled image votes",
         ));
     }
-    blocking(move || {
+    compute(move || {
         let t = Instant::now();
         let (latent, same, about) = latent_of(&app, &subject)?;
         let opts = ClassifyOptions {

@@ -1,9 +1,12 @@
 //! Ingest jobs started over HTTP: queued, run one at a time on a worker
 //! thread, watched through `GET /api/jobs/{id}`.
 //!
-//! The worker and its rayon pool run at a lower CPU priority (nice 10), so
-//! on a busy machine searches are served first and ingest takes what is
-//! left. Each batch commits on its own, so new images are searchable as
+//! The heavy work (decoding, encoding, graph inserts) runs in a rayon pool
+//! of its own at a lower CPU priority (nice 10), so on a busy machine
+//! searches are served first and ingest takes what is left. The worker
+//! thread itself, which commits batches and takes the index's write lock
+//! for a moment per batch, keeps normal priority: a low-priority thread
+//! queued for that lock would hold up every search behind it. Each batch commits on its own, so new images are searchable as
 //! they land, and a cancelled or interrupted job loses nothing: ingesting
 //! the same folder again carries on.
 
@@ -172,7 +175,6 @@ pub fn start_worker(app: Arc<App>) -> std::io::Result<Worker> {
     let handle = std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || {
-            lower_priority();
             for id in rx {
                 run(&shared, id, &pool);
             }

@@ -196,7 +196,28 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs CPU work off the async workers.
+/// Runs a search-sized piece of CPU work (a query, a classification) in
+/// rayon's global pool: one thread per core, jobs taken in arrival order, and
+/// the search's own parallel steps run on the same thread instead of being
+/// handed between threads. Under many concurrent clients this keeps the
+/// cores busy without oversubscribing them, which keeps tail latency close
+/// to the median.
+pub(crate) async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    });
+    match rx.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ApiError::internal("the search panicked")),
+        Err(_) => Err(ApiError::internal("the search was dropped")),
+    }
+}
+
+/// Runs slower or I/O-bound work (files, thumbnails, whole-index passes)
+/// off the async workers, on tokio's blocking threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
