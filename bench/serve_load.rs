@@ -120,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         &["--allow-root", work.to_str().expect("UTF-8 path")],
     );
     let addr = server.addr;
+    let server_pid = server.child.id();
     println!(
         "server up in {:.1} s (graph reload), pid {}",
         t.elapsed().as_secs_f64(),
@@ -139,6 +140,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     run_phase(
+        server_pid,
         addr,
         clients,
         Duration::from_secs(2),
@@ -150,6 +152,7 @@ fn main() -> anyhow::Result<()> {
     rows.push((
         "idle",
         run_phase(
+            server_pid,
             addr,
             clients,
             Duration::from_secs(idle),
@@ -161,6 +164,7 @@ fn main() -> anyhow::Result<()> {
     rows.push((
         "idle, exact: true",
         run_phase(
+            server_pid,
             addr,
             clients,
             Duration::from_secs(idle),
@@ -174,6 +178,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(r.status == 202, "ingest refused: {}", r.text());
     let job = r.json()["job"]["id"].as_u64().expect("job id");
     let during = run_phase(
+        server_pid,
         addr,
         clients,
         Duration::from_secs(seconds),
@@ -188,6 +193,7 @@ fn main() -> anyhow::Result<()> {
     rows.push((
         "idle, uploads",
         run_phase(
+            server_pid,
             addr,
             clients,
             Duration::from_secs(idle),
@@ -202,8 +208,18 @@ fn main() -> anyhow::Result<()> {
         "\n== {clients} clients, {base_n} images (+{new_n} ingested during the third phase) =="
     );
     println!(
-        "{:<22} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "phase", "method", "seconds", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "errors"
+        "{:<22} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>12}",
+        "phase",
+        "method",
+        "seconds",
+        "requests",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "server cores",
+        "client cores"
     );
     for (name, s) in &rows {
         let method = match s.hnsw {
@@ -212,7 +228,7 @@ fn main() -> anyhow::Result<()> {
             _ => "mixed",
         };
         println!(
-            "{:<22} {:>7} {:>8.1} {:>10} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            "{:<22} {:>7} {:>8.1} {:>10} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>12.2} {:>12.2}",
             name,
             method,
             s.seconds,
@@ -221,7 +237,9 @@ fn main() -> anyhow::Result<()> {
             s.quantile(0.50),
             s.quantile(0.99),
             s.quantile(1.0),
-            s.errors
+            s.errors,
+            s.server_cores,
+            s.client_cores
         );
     }
     println!(
@@ -260,6 +278,25 @@ struct Stats {
     first_error: Option<String>,
     /// Answers the server found through the graph (the rest: exact scan).
     hnsw: usize,
+    /// CPU used, in cores: this process (the 64 clients) and the server.
+    client_cores: f64,
+    server_cores: f64,
+}
+
+/// User + system CPU seconds of a process so far (`self` or a pid).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the
+    // 14th and 15th fields, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl Stats {
@@ -275,6 +312,7 @@ impl Stats {
 /// `clients` threads, each on its own keep-alive connection, asking as fast
 /// as answers come for `length`.
 fn run_phase(
+    server: u32,
     addr: SocketAddr,
     clients: usize,
     length: Duration,
@@ -286,6 +324,7 @@ fn run_phase(
     let form = http::multipart(&[("image", Some("q.png"), upload), ("k", None, b"10")]);
     let content_type = format!("multipart/form-data; boundary={}", http::BOUNDARY);
     let started = Instant::now();
+    let cpu_before = (cpu_seconds("self"), cpu_seconds(&server.to_string()));
     let results: Vec<(Vec<f64>, usize, Option<String>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
@@ -340,6 +379,8 @@ fn run_phase(
     let seconds = started.elapsed().as_secs_f64();
     let mut stats = Stats {
         seconds,
+        client_cores: (cpu_seconds("self") - cpu_before.0) / seconds,
+        server_cores: (cpu_seconds(&server.to_string()) - cpu_before.1) / seconds,
         latencies_ms: Vec::new(),
         errors: 0,
         first_error: None,
