@@ -346,6 +346,10 @@ pub async fn cancel(
     app.jobs.update(id, |job| {
         found = true;
         job.cancel.store(true, Ordering::Relaxed);
+        // A queued job never starts; a running one stops after its batch.
+        if job.state == JobState::Queued {
+            job.state = JobState::Cancelled;
+        }
     });
     if !found {
         return Err(ApiError::not_found(format!("no job {id}")));
