@@ -482,6 +482,19 @@ fn sigterm_stops_ingest_cleanly_and_a_rerun_completes_it() {
     let job = post_json(addr, "/api/ingest", &json!({"dir": big})).json()["job"]["id"]
         .as_u64()
         .unwrap();
+    // A second job waits behind it; cancelling it while queued means it
+    // never runs.
+    let second = post_json(addr, "/api/ingest", &json!({"dir": big})).json()["job"]["id"]
+        .as_u64()
+        .unwrap();
+    let r = request(addr, "DELETE", &format!("/api/jobs/{second}"), &[], &[]);
+    assert_eq!(r.status, 202);
+    assert_eq!(r.json()["job"]["state"], "cancelled");
+    assert_eq!(
+        request(addr, "DELETE", "/api/jobs/99", &[], &[]).status,
+        404
+    );
+    assert_eq!(get(addr, "/api/status").json()["jobs"]["cancelled"], 1);
     // Wait until some batches have landed, then stop the server.
     let start = std::time::Instant::now();
     loop {

@@ -476,7 +476,7 @@ pub async fn duplicates(
     params: Result<Query<DuplicateParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if params.threshold.is_some_and(|t| !(t >= 0.0)) {
+    if params.threshold.is_some_and(|t| t.is_nan() || t < 0.0) {
         return Err(ApiError::bad_request("threshold must be 0 or more"));
     }
     blocking(move || {
@@ -487,4 +487,25 @@ pub async fn duplicates(
         Ok(Json(json!({ "threshold": threshold, "groups": groups })))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding_exposes_climbing_paths() {
+        assert_eq!(percent_decode("/a/..%2F..%2fetc"), "/a/../../etc");
+        assert_eq!(percent_decode("%2e%2E/x"), "../x");
+        // Malformed escapes stay as they are.
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn files_are_served_with_their_type() {
+        assert_eq!(content_type(Path::new("a/b.PNG")), "image/png");
+        assert_eq!(content_type(Path::new("b.jpeg")), "image/jpeg");
+        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
 }
