@@ -20,6 +20,7 @@
 //! `SERVE_NEW` (10000), `SERVE_CLIENTS` (64), `SERVE_SECONDS` (30; the
 //! idle phases run a third of it).
 
+mod common;
 #[path = "../tests/common/http.rs"]
 #[allow(dead_code)]
 mod http;
@@ -202,7 +203,7 @@ fn main() -> anyhow::Result<()> {
             &upload,
         ),
     ));
-    let rss = server_rss_mb(server.child.id());
+    let rss = common::peak_rss_mb_of(&server.child.id().to_string());
 
     println!(
         "\n== {clients} clients, {base_n} images (+{new_n} ingested during the third phase) =="
@@ -396,15 +397,4 @@ fn run_phase(
     }
     stats.latencies_ms.sort_by(f64::total_cmp);
     stats
-}
-
-fn server_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

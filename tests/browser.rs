@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::http::{self, Server};
-use common::{mnist_export, mnist_split, run_ok};
+use common::{files_under, mnist_index, mnist_split};
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -171,25 +171,12 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
         eprintln!("SKIPPED: chromium and chromedriver not found (apt-get install chromium chromium-driver)");
         return;
     };
-    let Some((tmp, digits, index)) = mnist_export(120) else {
+    let Some((tmp, _, index)) = mnist_index(120) else {
         return;
     };
-    run_ok(
-        common::bin()
-            .arg("ingest")
-            .arg(&digits)
-            .arg("--index")
-            .arg(&index)
-            .args(["--model", "digits"]),
-    );
     let train = tmp.path().join("train");
     mnist_split(&train, "train", 1).unwrap();
-    let upload = walkdir::WalkDir::new(&train)
-        .into_iter()
-        .flatten()
-        .find(|e| e.file_type().is_file())
-        .unwrap()
-        .into_path();
+    let upload = files_under(&train).remove(0);
     let server = Server::start(Path::new(env!("CARGO_BIN_EXE_imgsearch")), &index, &[]);
     let expected = http::post_multipart(
         server.addr,

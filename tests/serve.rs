@@ -8,23 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::http::{self, get, post_json, post_multipart, request, Client, Server};
-use common::{json_cmd, mnist_export, mnist_split, run_ok};
+use common::{files_under as files, json_cmd, mnist_index, mnist_split};
 use serde_json::{json, Value};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imgsearch"))
-}
-
-/// Image files under `dir`, sorted.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect();
-    out.sort();
-    out
 }
 
 fn label_of(path: &Path) -> String {
@@ -53,17 +41,9 @@ fn upload(
 
 #[test]
 fn api_serves_search_classify_images_and_ingest_jobs() {
-    let Some((tmp, digits, index)) = mnist_export(200) else {
+    let Some((tmp, digits, index)) = mnist_index(200) else {
         return;
     };
-    run_ok(
-        common::bin()
-            .arg("ingest")
-            .arg(&digits)
-            .arg("--index")
-            .arg(&index)
-            .args(["--model", "digits"]),
-    );
     let train = tmp.path().join("train");
     mnist_split(&train, "train", 40).unwrap();
     let server = Server::start(
@@ -460,17 +440,9 @@ fn without_allow_root_ingest_is_off_and_classify_needs_labels() {
 
 #[test]
 fn sigterm_stops_ingest_cleanly_and_a_rerun_completes_it() {
-    let Some((tmp, digits, index)) = mnist_export(100) else {
+    let Some((tmp, _, index)) = mnist_index(100) else {
         return;
     };
-    run_ok(
-        common::bin()
-            .arg("ingest")
-            .arg(&digits)
-            .arg("--index")
-            .arg(&index)
-            .args(["--model", "digits"]),
-    );
     let big = tmp.path().join("big");
     mnist_split(&big, "train", 6000).unwrap();
     let mut server = Server::start(

@@ -100,3 +100,29 @@ pub fn json_cmd(command: &str, index: &std::path::Path, args: &[&std::ffi::OsStr
             .args(args),
     ))
 }
+
+/// [`mnist_export`] of `limit` digits, ingested with the `digits` model.
+pub fn mnist_index(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let (tmp, root, index) = mnist_export(limit)?;
+    run_ok(
+        bin()
+            .arg("ingest")
+            .arg(&root)
+            .arg("--index")
+            .arg(&index)
+            .args(["--model", "digits"]),
+    );
+    Some((tmp, root, index))
+}
+
+/// Files under `dir`, sorted.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
