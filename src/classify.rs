@@ -113,17 +113,21 @@ pub fn classify(
 /// indexed query) and every record with the same bytes. These may not vote
 /// on it. Unreadable files have none.
 pub fn copies_of(index: &Index, query: &QueryLatent) -> Vec<u64> {
-    let store = &index.store;
     let hash = match query.id {
-        Some(id) => store.record(id).ok().flatten().map(|r| r.hash),
+        Some(id) => index.store.record(id).ok().flatten().map(|r| r.hash),
         None => std::fs::read(&query.name)
             .ok()
             .map(|bytes| *blake3::hash(&bytes).as_bytes()),
     };
+    copies(&index.store, hash.as_ref(), query.id)
+}
+
+/// The record `id` (if any) and every record whose bytes hash to `hash`.
+pub fn copies(store: &crate::store::Store, hash: Option<&[u8; 32]>, id: Option<u64>) -> Vec<u64> {
     let mut ids = hash
-        .and_then(|h| store.ids_with_hash(&h).ok())
+        .and_then(|h| store.ids_with_hash(h).ok())
         .unwrap_or_default();
-    ids.extend(query.id);
+    ids.extend(id);
     ids.sort_unstable();
     ids.dedup();
     ids

@@ -187,9 +187,24 @@ fn set_param(params: &mut Params, name: &str, value: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// The subject's latent, and the ids that are the same image (its record
-/// and byte-identical copies; they may not vote on it).
-fn latent_of(app: &App, subject: &Subject) -> Result<(Vec<f32>, Vec<u64>, Value), ApiError> {
+/// A subject's embedding, what to say about it, and its content hash.
+struct Embedded {
+    latent: Vec<f32>,
+    about: Value,
+    hash: [u8; 32],
+    /// The indexed image it is, when queried by id.
+    id: Option<u64>,
+}
+
+impl Embedded {
+    /// The ids that are the same image (its record and byte-identical
+    /// copies): they may not vote on it.
+    fn copies(&self, app: &App) -> Vec<u64> {
+        classify::copies(&app.index.store, Some(&self.hash), self.id)
+    }
+}
+
+fn latent_of(app: &App, subject: &Subject) -> Result<Embedded, ApiError> {
     let index = &app.index;
     match subject {
         Subject::Id(id) => {
@@ -202,10 +217,13 @@ fn latent_of(app: &App, subject: &Subject) -> Result<(Vec<f32>, Vec<u64>, Value)
                 .flat
                 .get(*id)
                 .ok_or_else(|| ApiError::not_found(format!("no image with id {id}")))?;
-            let mut same = index.store.ids_with_hash(&record.hash)?;
-            same.push(*id);
             let about = json!({ "id": id, "path": record.path_buf() });
-            Ok((latent, same, about))
+            Ok(Embedded {
+                latent,
+                about,
+                hash: record.hash,
+                id: Some(*id),
+            })
         }
         Subject::Upload { name, bytes } => {
             let path = Path::new(name);
@@ -219,15 +237,18 @@ fn latent_of(app: &App, subject: &Subject) -> Result<(Vec<f32>, Vec<u64>, Value)
                 .embed(&[pixels])?
                 .pop()
                 .ok_or_else(|| ApiError::internal("the model returned no embedding"))?;
-            let hash = blake3::hash(bytes);
-            let same = index.store.ids_with_hash(hash.as_bytes())?;
             let about = json!({
                 "upload": name,
                 "bytes": bytes.len(),
                 "width": image.width(),
                 "height": image.height(),
             });
-            Ok((latent, same, about))
+            Ok(Embedded {
+                latent,
+                about,
+                hash: *blake3::hash(bytes).as_bytes(),
+                id: None,
+            })
         }
     }
 }
@@ -245,7 +266,7 @@ pub async fn query(State(app): Shared, req: Request) -> Result<Response, ApiErro
     let (subject, params) = read_subject(req).await?;
     compute(move || {
         let t = Instant::now();
-        let (latent, _, about) = latent_of(&app, &subject)?;
+        let Embedded { latent, about, .. } = latent_of(&app, &subject)?;
         let opts = QueryOptions {
             k: params.k.unwrap_or(DEFAULT_K),
             under: params.under,
@@ -274,7 +295,9 @@ pub async fn classify(State(app): Shared, req: Request) -> Result<Response, ApiE
     }
     compute(move || {
         let t = Instant::now();
-        let (latent, same, about) = latent_of(&app, &subject)?;
+        let embedded = latent_of(&app, &subject)?;
+        let same = embedded.copies(&app);
+        let Embedded { latent, about, .. } = embedded;
         let opts = ClassifyOptions {
             k: params.k.unwrap_or(classify::DEFAULT_K),
             exact: params.exact.unwrap_or(false),
