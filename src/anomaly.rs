@@ -18,10 +18,13 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::imageio::{self, DecodeLimits};
+use crate::imageio::DecodeLimits;
+use crate::prepare;
+use crate::report::Failure;
+use crate::progress::Progress;
 use crate::index::Index;
 use crate::model::{Model, ModelError};
-use crate::search::{self, QueryOptions};
+use crate::filter::Filter;
 use crate::store::{Record, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +38,7 @@ pub enum AnomalyError {
 }
 
 /// How several models' normalized errors become one score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Combine {
     /// Average: steadies the ranking.
@@ -52,10 +55,8 @@ pub struct AnomalyOptions {
     pub combine: Combine,
     /// Score each image against the others of its label (z-score).
     pub by_label: bool,
-    /// Only images under this folder.
-    pub under: Option<PathBuf>,
-    /// Only images with this label.
-    pub label: Option<String>,
+    /// Which indexed images are scored.
+    pub filter: Filter,
 }
 
 /// One model taking part, and the scale its errors were divided by.
@@ -72,7 +73,8 @@ pub struct ModelScale {
 #[derive(Debug, Clone, Serialize)]
 pub struct Scored {
     pub id: u64,
-    pub path: String,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
+    pub path: PathBuf,
     pub label: Option<String>,
     /// Reconstruction error (mean squared, model input in `[0, 1]`) per model.
     pub errors: Vec<f32>,
@@ -91,8 +93,8 @@ pub struct Ranking {
     pub combine: Combine,
     pub by_label: bool,
     pub images: Vec<Scored>,
-    /// Indexed files another model could not re-read: (path, reason).
-    pub failed: Vec<(String, String)>,
+    /// Indexed files another model could not re-read.
+    pub failed: Vec<Failure>,
 }
 
 /// Which of the ranked images to report.
@@ -176,12 +178,12 @@ impl<'a> Scorer<'a> {
     /// read gets `Err(reason)`.
     fn errors(&self, paths: &[PathBuf]) -> Vec<Result<f32, String>> {
         let model = self.model();
-        let (size, channels) = (model.input_size(), model.channels());
+        let shape = model.input_shape();
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(crate::model::BATCH) {
             let decoded: Vec<_> = chunk
                 .par_iter()
-                .map(|p| imageio::load_pixels(p, size, channels, DecodeLimits::default()))
+                .map(|p| prepare::file(p, shape, DecodeLimits::default()).map(|(_, i)| i.pixels))
                 .collect();
             // Decoded images go to the model in one batch; each slot keeps
             // its place, or the reason it has no image.
@@ -210,13 +212,12 @@ fn load_model(name: &str) -> Result<Model, AnomalyError> {
     })
 }
 
-/// Ranks the index's images by reconstruction error. `progress(done, total)`
-/// hears how many files the non-stored models have re-read so far, out of
-/// how many (nothing when every error is stored).
+/// Ranks the index's images by reconstruction error. `progress` counts the
+/// files the non-stored models re-read (nothing when every error is stored).
 pub fn rank(
     index: &Index,
     opts: &AnomalyOptions,
-    progress: &(dyn Fn(u64, u64) + Sync),
+    progress: &dyn Progress,
 ) -> Result<Ranking, AnomalyError> {
     let records = selected_records(index, opts)?;
     if records.is_empty() {
@@ -227,8 +228,10 @@ pub fn rank(
     // errors[m][i]: model m on record i; None where the file was unreadable.
     let mut errors: Vec<Vec<Option<f32>>> = Vec::with_capacity(scorers.len());
     let mut failed = std::collections::BTreeMap::new();
-    let total = (scorers.iter().filter(|s| !s.stored()).count() * paths.len()) as u64;
-    let mut done = 0;
+    let rereads = (scorers.iter().filter(|s| !s.stored()).count() * paths.len()) as u64;
+    if rereads > 0 {
+        progress.stage("images re-read", Some(rereads));
+    }
     for scorer in &scorers {
         if scorer.stored() {
             errors.push(records.iter().map(|(_, r)| Some(r.recon_error)).collect());
@@ -240,13 +243,12 @@ pub fn rank(
                 match e {
                     Ok(e) => column.push(Some(e)),
                     Err(reason) => {
-                        failed.insert(p.display().to_string(), reason);
+                        failed.insert(p.clone(), reason);
                         column.push(None);
                     }
                 }
             }
-            done += chunk.len() as u64;
-            progress(done, total);
+            progress.advance(chunk.len() as u64);
         }
         errors.push(column);
     }
@@ -262,7 +264,7 @@ pub fn rank(
             let errs = errs?;
             Some(Scored {
                 id,
-                path: rec.path_buf().display().to_string(),
+                path: rec.path_buf(),
                 label: rec.label,
                 score: combine(&errs, &medians, opts.combine),
                 errors: errs,
@@ -294,14 +296,18 @@ pub fn rank(
         combine: opts.combine,
         by_label: opts.by_label,
         images,
-        failed: failed.into_iter().collect(),
+        failed: failed
+            .into_iter()
+            .map(|(path, reason)| Failure::new(&path, reason))
+            .collect(),
     })
 }
 
 /// A new image scored against a ranking.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    pub path: String,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
+    pub path: PathBuf,
     /// Errors per model, as in the ranking, or why the image was not scored.
     pub result: Result<CheckScore, String>,
 }
@@ -333,7 +339,7 @@ pub fn check(
             let errs: Result<Vec<f32>, String> =
                 per_model.iter().map(|col| col[i].clone()).collect();
             Check {
-                path: path.display().to_string(),
+                path: path.clone(),
                 result: errs.map(|errors| {
                     let score = combine(&errors, &medians, opts.combine);
                     CheckScore {
@@ -351,12 +357,7 @@ fn selected_records(
     index: &Index,
     opts: &AnomalyOptions,
 ) -> Result<Vec<(u64, Record)>, StoreError> {
-    let filter = QueryOptions {
-        under: opts.under.clone(),
-        label: opts.label.clone(),
-        ..QueryOptions::default()
-    };
-    search::records_matching(&index.store, &filter)?.collect()
+    opts.filter.records(&index.store)?.collect()
 }
 
 fn combine(errors: &[f32], medians: &[f32], how: Combine) -> f32 {

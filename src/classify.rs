@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+use crate::filter::Filter;
 use crate::index::Index;
 use crate::knn::{self, Tally, Weighting};
 use crate::search::{self, Hit, Method, QueryLatent, QueryOptions, SearchError};
@@ -81,7 +82,10 @@ pub fn classify(
     let extra = exclude.iter().map(Vec::len).max().unwrap_or(0);
     let query = QueryOptions {
         k: k + extra,
-        labelled: true,
+        filter: Filter {
+            labelled: true,
+            ..Filter::default()
+        },
         exact: opts.exact,
         hnsw: opts.hnsw,
         ef: opts.ef,
@@ -115,9 +119,7 @@ pub fn classify(
 pub fn copies_of(index: &Index, query: &QueryLatent) -> Vec<u64> {
     let hash = match query.id {
         Some(id) => index.store.record(id).ok().flatten().map(|r| r.hash),
-        None => std::fs::read(&query.name)
-            .ok()
-            .map(|bytes| *blake3::hash(&bytes).as_bytes()),
+        None => query.hash,
     };
     copies(&index.store, hash.as_ref(), query.id)
 }

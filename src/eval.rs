@@ -9,14 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::classify::{self, ClassifyError, ClassifyOptions, Prediction};
-use crate::imageio::{self, DecodeLimits, Pixels};
+use crate::imageio::{DecodeLimits, Pixels};
 use crate::index::Index;
-use crate::ingest::Failure;
+use crate::prepare;
+use crate::progress::{NoProgress, Progress};
+use crate::report::Failure;
+use crate::walk::Walker;
 use crate::knn::{self, Vectors, Weighting};
 use crate::labels::LabelSource;
 use crate::search::Method;
@@ -172,101 +174,30 @@ struct TestImage {
     copies: Vec<u64>,
 }
 
-/// Evaluates the index's kNN classification on the labelled images under `test_dir`.
+/// The labelled test images found, and what was left out on the way.
+struct TestSet {
+    root: PathBuf,
+    images: Vec<TestImage>,
+    unlabelled: usize,
+    failures: Vec<Failure>,
+    decode_s: f64,
+}
+
+/// Evaluates the index's kNN classification on the labelled images under
+/// `test_dir`. Stages: find and label the test images (refusing labels the
+/// index lacks before any work), prepare them, encode them, classify, and
+/// optionally compare with the graph and with raw pixels.
 pub fn evaluate(
     index: &Index,
     test_dir: &Path,
     opts: &EvalOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<EvalReport, EvalError> {
     let started = Instant::now();
-    let root = std::fs::canonicalize(test_dir).map_err(|source| EvalError::Root {
-        path: test_dir.to_path_buf(),
-        source,
-    })?;
-    let (files, walk_errors) = crate::walk::image_files(&root);
-    let mut failures: Vec<Failure> = walk_errors
-        .into_iter()
-        .map(|e| Failure {
-            path: e.path.display().to_string(),
-            reason: e.error,
-        })
-        .collect();
-
-    // Labels first: a test set the index cannot answer fails before any work.
-    let labelled: Vec<(PathBuf, String)> = files
-        .iter()
-        .filter_map(|p| opts.labels.label_for(&root, p).map(|l| (p.clone(), l)))
-        .collect();
-    let unlabelled = files.len() - labelled.len();
     let known = index.store.label_counts()?;
-    if known.is_empty() {
-        return Err(ClassifyError::NoLabels.into());
-    }
-    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, label) in &labelled {
-        if !known.contains_key(label) {
-            *unknown.entry(label.clone()).or_default() += 1;
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(EvalError::UnknownLabels {
-            unknown: unknown.into_iter().collect(),
-            known: known.keys().cloned().collect(),
-        });
-    }
-
-    let decode_started = Instant::now();
-    let (size, channels) = (index.model.input_size(), index.model.channels());
-    let store = &index.store;
-    let prepared: Vec<Result<TestImage, Failure>> = labelled
-        .par_iter()
-        .map(|(path, label)| {
-            let fail = |reason: String| Failure {
-                path: path.display().to_string(),
-                reason,
-            };
-            let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-            let hash: [u8; 32] = *blake3::hash(&bytes).as_bytes();
-            let image = imageio::decode_bytes(&bytes, path, opts.limits)
-                .map_err(|e| fail(e.to_string()))?;
-            let pixels = imageio::to_pixels(&image, size, channels, path)
-                .map_err(|e| fail(e.to_string()))?;
-            let copies = store
-                .ids_with_hash(&hash)
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(TestImage {
-                label: label.clone(),
-                pixels,
-                copies,
-            })
-        })
-        .collect();
-    let mut tests = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        match p {
-            Ok(t) => tests.push(t),
-            Err(f) => failures.push(f),
-        }
-    }
-    let decode_s = decode_started.elapsed().as_secs_f64();
-    if tests.is_empty() {
-        return Err(EvalError::NoTestImages {
-            path: root,
-            unlabelled,
-            failed: failures.len(),
-        });
-    }
-
-    let encode_started = Instant::now();
-    progress.set_length(tests.len() as u64);
-    let mut latents = Vec::with_capacity(tests.len());
-    for chunk in tests.chunks(ENCODE_BATCH) {
-        let pixels: Vec<Pixels> = chunk.iter().map(|t| t.pixels.clone()).collect();
-        latents.extend(index.model.embed(&pixels)?);
-        progress.inc(chunk.len() as u64);
-    }
-    let encode_s = encode_started.elapsed().as_secs_f64();
+    let set = test_set(index, test_dir, &known, opts)?;
+    let tests = &set.images;
+    let (latents, encode_s) = encode(index, tests, progress)?;
 
     let truth: Vec<&str> = tests.iter().map(|t| t.label.as_str()).collect();
     let exclude: Vec<Vec<u64>> = tests.iter().map(|t| t.copies.clone()).collect();
@@ -286,7 +217,6 @@ pub fn evaluate(
         encode_s,
         search_s,
     );
-
     let exact_check = if opts.compare_exact {
         let hnsw_opts = ClassifyOptions {
             exact: false,
@@ -306,25 +236,23 @@ pub fn evaluate(
     } else {
         None
     };
-
     let (raw, raw_skipped) = if opts.raw_baseline {
-        progress.set_position(0);
-        let (score, skipped) = raw_baseline(index, &tests, &truth, opts, progress)?;
+        let (score, skipped) = raw_baseline(index, tests, &truth, opts, progress)?;
         (Some(score), Some(skipped))
     } else {
         (None, None)
     };
 
     Ok(EvalReport {
-        test_dir: root,
         images: tests.len(),
-        unlabelled,
-        failures,
         in_index: tests.iter().filter(|t| !t.copies.is_empty()).count(),
+        test_dir: set.root,
+        unlabelled: set.unlabelled,
+        failures: set.failures,
         voters: known.values().sum(),
         k: opts.classify.k,
         weighting: opts.classify.weighting,
-        decode_s,
+        decode_s: set.decode_s,
         encode_s,
         encode_ms_per_image: 1e3 * encode_s / tests.len() as f64,
         latent,
@@ -333,6 +261,105 @@ pub fn evaluate(
         exact_check,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Walks the test folder, labels its images, refuses labels the index does
+/// not have, then reads, hashes and decodes the labelled images.
+fn test_set(
+    index: &Index,
+    test_dir: &Path,
+    known: &BTreeMap<String, u64>,
+    opts: &EvalOptions,
+) -> Result<TestSet, EvalError> {
+    let root = std::fs::canonicalize(test_dir).map_err(|source| EvalError::Root {
+        path: test_dir.to_path_buf(),
+        source,
+    })?;
+    let (files, walk_errors) = Walker::new().collect(&root, &NoProgress);
+    let mut failures: Vec<Failure> = walk_errors
+        .into_iter()
+        .map(|e| Failure::new(&e.path, e.error))
+        .collect();
+
+    // Labels first: a test set the index cannot answer fails before any work.
+    let labelled: Vec<(PathBuf, String)> = files
+        .iter()
+        .filter_map(|p| opts.labels.label_for(&root, p).map(|l| (p.clone(), l)))
+        .collect();
+    let unlabelled = files.len() - labelled.len();
+    if known.is_empty() {
+        return Err(ClassifyError::NoLabels.into());
+    }
+    let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, label) in &labelled {
+        if !known.contains_key(label) {
+            *unknown.entry(label.clone()).or_default() += 1;
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(EvalError::UnknownLabels {
+            unknown: unknown.into_iter().collect(),
+            known: known.keys().cloned().collect(),
+        });
+    }
+
+    let decode_started = Instant::now();
+    let shape = index.model.input_shape();
+    let store = &index.store;
+    let prepared: Vec<Result<TestImage, Failure>> = labelled
+        .par_iter()
+        .map(|(path, label)| {
+            let fail = |reason: String| Failure::new(path, reason);
+            let (content, image) =
+                prepare::file(path, shape, opts.limits).map_err(|e| fail(e.reason()))?;
+            let copies = store
+                .ids_with_hash(&content.hash)
+                .map_err(|e| fail(e.to_string()))?;
+            Ok(TestImage {
+                label: label.clone(),
+                pixels: image.pixels,
+                copies,
+            })
+        })
+        .collect();
+    let mut images = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        match p {
+            Ok(t) => images.push(t),
+            Err(f) => failures.push(f),
+        }
+    }
+    if images.is_empty() {
+        return Err(EvalError::NoTestImages {
+            path: root,
+            unlabelled,
+            failed: failures.len(),
+        });
+    }
+    Ok(TestSet {
+        root,
+        images,
+        unlabelled,
+        failures,
+        decode_s: decode_started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The test images' latents, in batches, and the seconds it took.
+fn encode(
+    index: &Index,
+    tests: &[TestImage],
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<f32>>, f64), EvalError> {
+    let started = Instant::now();
+    progress.stage("images encoded", Some(tests.len() as u64));
+    let mut latents = Vec::with_capacity(tests.len());
+    for chunk in tests.chunks(ENCODE_BATCH) {
+        let pixels: Vec<Pixels> = chunk.iter().map(|t| t.pixels.clone()).collect();
+        latents.extend(index.model.embed(&pixels)?);
+        progress.advance(chunk.len() as u64);
+    }
+    Ok((latents, started.elapsed().as_secs_f64()))
 }
 
 fn predicted_labels(predictions: &[Prediction]) -> Vec<String> {
@@ -350,20 +377,20 @@ fn raw_baseline(
     tests: &[TestImage],
     truth: &[&str],
     opts: &EvalOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(Score, usize), EvalError> {
     let started = Instant::now();
     let store = &index.store;
-    let (size, channels) = (index.model.input_size(), index.model.channels());
+    let shape = index.model.input_shape();
     let voters: Vec<(u64, String)> = store.labelled().collect::<Result<_, _>>()?;
-    progress.set_length(voters.len() as u64);
+    progress.stage("indexed images decoded", Some(voters.len() as u64));
     let decoded: Vec<Option<Pixels>> = voters
         .par_iter()
         .map(|(id, _)| {
             let path = store.record(*id).ok().flatten()?.path_buf();
-            let pixels = imageio::load_pixels(&path, size, channels, opts.limits).ok();
-            progress.inc(1);
-            pixels
+            let pixels = prepare::file(&path, shape, opts.limits).ok();
+            progress.advance(1);
+            pixels.map(|(_, image)| image.pixels)
         })
         .collect();
     let mut base = Vec::new();
@@ -380,7 +407,7 @@ fn raw_baseline(
     let queries: Vec<f32> = tests.iter().flat_map(|t| t.pixels.to_unit_f32()).collect();
     let vectors_s = started.elapsed().as_secs_f64();
 
-    let dim = size * size * channels;
+    let dim = shape.size * shape.size * shape.channels;
     let k = opts.classify.k.max(1);
     let extra = tests.iter().map(|t| t.copies.len()).max().unwrap_or(0);
     let search_started = Instant::now();

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::index::Index;
-use crate::search::{self, QueryOptions};
+use crate::filter::Filter;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +35,13 @@ pub enum ExportError {
     MissingVector { id: u64 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Csv,
     #[default]
     Jsonl,
     Npy,
-}
-
-/// Which images to export.
-#[derive(Debug, Clone, Default)]
-pub struct ExportFilter {
-    pub under: Option<PathBuf>,
-    pub label: Option<String>,
 }
 
 /// One exported image.
@@ -74,15 +67,10 @@ pub struct ExportReport {
 /// The selected images in id order.
 pub fn rows<'a>(
     index: &'a Index,
-    filter: &ExportFilter,
+    filter: &Filter,
 ) -> Result<impl Iterator<Item = Result<Row, ExportError>> + 'a, ExportError> {
-    let opts = QueryOptions {
-        under: filter.under.clone(),
-        label: filter.label.clone(),
-        ..QueryOptions::default()
-    };
     let store = &index.store;
-    let records = search::records_matching(store, &opts)?;
+    let records = filter.records(store)?;
     Ok(records.map(move |r| {
         let (id, rec) = r?;
         let latent = store.vector(id)?.ok_or(ExportError::MissingVector { id })?;
@@ -205,22 +193,20 @@ type RowName = (u64, String, Option<String>, f32);
 fn write_npy(
     rows: impl Iterator<Item = Result<Row, ExportError>>,
     dim: usize,
-    w: &mut File,
+    w: &mut BufWriter<File>,
     path: &Path,
     names: &mut Vec<RowName>,
 ) -> Result<usize, ExportError> {
     let err = |error| write_err(path, error);
     w.write_all(&npy_header(0, dim)).map_err(err)?;
-    let mut out = BufWriter::new(&mut *w);
     for row in rows {
         let row = row?;
         for v in &row.latent {
-            out.write_all(&v.to_le_bytes()).map_err(err)?;
+            w.write_all(&v.to_le_bytes()).map_err(err)?;
         }
         names.push((row.id, row.path, row.label, row.recon_error));
     }
-    out.flush().map_err(err)?;
-    drop(out);
+    // Seeking a BufWriter flushes it first.
     w.seek(SeekFrom::Start(0)).map_err(err)?;
     w.write_all(&npy_header(names.len(), dim)).map_err(err)?;
     Ok(names.len())
@@ -255,22 +241,9 @@ fn csv_field(f: &str) -> String {
 /// Writes through `write` into `path.tmp`, then renames it to `path`.
 fn atomic<T>(
     path: &Path,
-    write: impl FnOnce(&mut File) -> Result<T, ExportError>,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, ExportError>,
 ) -> Result<T, ExportError> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(|error| write_err(&tmp, error))?;
-        let value = write(&mut file)?;
-        file.sync_all().map_err(|error| write_err(&tmp, error))?;
-        std::fs::rename(&tmp, path).map_err(|error| write_err(path, error))?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomically(path, write, write_err)
 }
 
 fn write_err(path: &Path, error: std::io::Error) -> ExportError {

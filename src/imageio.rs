@@ -18,32 +18,80 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bm
 /// Default cap on decoded pixels: refuses decompression bombs before they allocate.
 pub const DEFAULT_MAX_MEGAPIXELS: f64 = 100.0;
 
-#[derive(Debug, thiserror::Error)]
+/// Why an image could not be read; every variant names the file, and
+/// [`ImageError::reason`] says why without it (for reports that list the
+/// path in a column of their own).
+#[derive(Debug)]
 pub enum ImageError {
-    #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: empty file")]
-    Empty { path: PathBuf },
-    #[error("{path}: not a decodable image: {source}")]
+    Empty {
+        path: PathBuf,
+    },
     Decode {
         path: PathBuf,
         source: image::ImageError,
     },
-    #[error(
-        "{path}: image is {width}x{height} ({:.1} MP), above the limit of {limit} MP",
-        (*width as f64) * (*height as f64) / 1e6
-    )]
     TooLarge {
         path: PathBuf,
         width: u32,
         height: u32,
         limit: f64,
     },
-    #[error("{path}: cannot resize: {message}")]
-    Resize { path: PathBuf, message: String },
+    Resize {
+        path: PathBuf,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ImageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path().display(), self.reason())
+    }
+}
+
+impl std::error::Error for ImageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Decode { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl ImageError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. }
+            | Self::Empty { path }
+            | Self::Decode { path, .. }
+            | Self::TooLarge { path, .. }
+            | Self::Resize { path, .. } => path,
+        }
+    }
+
+    /// What went wrong, without the path.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { source, .. } => format!("cannot read: {source}"),
+            Self::Empty { .. } => "empty file".into(),
+            Self::Decode { source, .. } => format!("not a decodable image: {source}"),
+            Self::TooLarge {
+                width,
+                height,
+                limit,
+                ..
+            } => format!(
+                "image is {width}x{height} ({:.1} MP), above the limit of {limit} MP",
+                (*width as f64) * (*height as f64) / 1e6
+            ),
+            Self::Resize { message, .. } => format!("cannot resize: {message}"),
+        }
+    }
 }
 
 /// Limits applied while decoding.
@@ -188,17 +236,6 @@ pub fn to_pixels(
     })
 }
 
-/// Decodes a file straight to model input.
-pub fn load_pixels(
-    path: &Path,
-    size: usize,
-    channels: usize,
-    limits: DecodeLimits,
-) -> Result<Pixels, ImageError> {
-    let image = decode_file(path, limits)?;
-    to_pixels(&image, size, channels, path)
-}
-
 fn resize(
     interleaved: Vec<u8>,
     w: u32,
@@ -219,12 +256,13 @@ fn resize(
     Ok(dst.into_vec())
 }
 
-fn interleaved_to_planar(interleaved: &[u8], channels: usize) -> Vec<u8> {
+/// Interleaved pixels (`RGBRGB…`) to planes (`RR…GG…BB…`, CHW).
+pub fn interleaved_to_planar<T: Copy + Default>(interleaved: &[T], channels: usize) -> Vec<T> {
     if channels == 1 {
         return interleaved.to_vec();
     }
     let plane = interleaved.len() / channels;
-    let mut planar = vec![0u8; interleaved.len()];
+    let mut planar = vec![T::default(); interleaved.len()];
     for (i, px) in interleaved.chunks_exact(channels).enumerate() {
         for (c, &v) in px.iter().enumerate() {
             planar[c * plane + i] = v;
@@ -233,21 +271,21 @@ fn interleaved_to_planar(interleaved: &[u8], channels: usize) -> Vec<u8> {
     planar
 }
 
+/// Planes (CHW) back to interleaved pixels.
+pub fn planar_to_interleaved<T: Copy>(planar: &[T], channels: usize) -> Vec<T> {
+    let plane = planar.len() / channels.max(1);
+    (0..planar.len())
+        .map(|i| planar[(i % channels) * plane + i / channels])
+        .collect()
+}
+
 /// Turns planar (CHW) bytes back into an image, for export and previews.
 pub fn planar_to_image(data: &[u8], size: usize, channels: usize) -> DynamicImage {
     let s = size as u32;
+    let raw = planar_to_interleaved(data, channels);
     match channels {
-        1 => DynamicImage::ImageLuma8(
-            image::GrayImage::from_raw(s, s, data.to_vec()).expect("size matches"),
-        ),
-        _ => {
-            let plane = size * size;
-            let mut rgb = Vec::with_capacity(plane * 3);
-            for i in 0..plane {
-                rgb.extend_from_slice(&[data[i], data[plane + i], data[2 * plane + i]]);
-            }
-            DynamicImage::ImageRgb8(image::RgbImage::from_raw(s, s, rgb).expect("size matches"))
-        }
+        1 => DynamicImage::ImageLuma8(image::GrayImage::from_raw(s, s, raw).expect("size matches")),
+        _ => DynamicImage::ImageRgb8(image::RgbImage::from_raw(s, s, raw).expect("size matches")),
     }
 }
 

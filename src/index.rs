@@ -200,44 +200,6 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Rebuilds the index in `dir` with another model: every root it holds is
-/// ingested afresh into a sibling folder, which then replaces the old one.
-/// A crash leaves the old index untouched (and a leftover sibling that the
-/// next run clears), so re-running the same command is always safe.
-pub fn reindex(
-    dir: &Path,
-    model: &str,
-    opts: &crate::ingest::IngestOptions,
-    progress: &indicatif::ProgressBar,
-) -> Result<Vec<crate::ingest::IngestReport>, crate::ingest::IngestError> {
-    let roots = Index::open(dir, None, false)?.store.roots()?;
-    let name = dir
-        .file_name()
-        .map_or("index".into(), |n| n.to_string_lossy().into_owned());
-    let fresh = dir.with_file_name(format!(".{name}.reindex"));
-    let old = dir.with_file_name(format!(".{name}.old"));
-    let io = |path: &Path, source| IndexError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    for leftover in [&fresh, &old] {
-        if leftover.exists() {
-            std::fs::remove_dir_all(leftover).map_err(|e| io(leftover, e))?;
-        }
-    }
-    let mut reports = Vec::new();
-    {
-        let index = Index::open(&fresh, Some(model), true)?;
-        for root in &roots {
-            reports.push(crate::ingest::ingest(&index, root, opts, progress)?);
-        }
-    }
-    std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
-    std::fs::rename(&fresh, dir).map_err(|e| io(dir, e))?;
-    std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-    Ok(reports)
-}
-
 // `serve` shares one open index between threads.
 const _: fn() = || {
     fn shared<T: Send + Sync>() {}

@@ -18,15 +18,16 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::imageio::{self, has_image_extension, DecodeLimits, Pixels};
+use crate::imageio::{DecodeLimits, Pixels};
 use crate::index::{Index, IndexError};
 use crate::labels::LabelSource;
+use crate::prepare::{self, InputShape};
+use crate::progress::Progress;
 use crate::store::{path_to_bytes, Change, Record, Store, StoreError};
+use crate::walk::{WalkError, Walker};
 
 /// Files prepared per batch (decode in parallel, one transaction).
 pub const BATCH: usize = 256;
@@ -76,14 +77,14 @@ pub enum IngestError {
     Ann(#[from] crate::ann::AnnError),
     #[error("model failed: {0}")]
     Model(#[from] crate::model::ModelError),
+    #[error("cannot swap in the re-embedded index at {path}: {source}")]
+    Swap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// A file that could not be ingested.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    pub path: String,
-    pub reason: String,
-}
+pub use crate::report::Failure;
 
 /// What an ingest did.
 #[derive(Debug, Default, Serialize)]
@@ -141,41 +142,6 @@ enum Prepared {
     Failed(Failure),
 }
 
-fn excludes(patterns: &[String]) -> Result<GlobSet, globset::Error> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p)?);
-    }
-    b.build()
-}
-
-/// Image files under `root` (for a progress total), honouring excludes.
-pub fn count_files(root: &Path, opts: &IngestOptions) -> Result<u64, IngestError> {
-    let set = excludes(&opts.exclude)?;
-    Ok(walk(root, &set)
-        .filter(|e| matches!(e, Ok(p) if has_image_extension(p)))
-        .count() as u64)
-}
-
-fn walk<'a>(
-    root: &'a Path,
-    set: &'a GlobSet,
-) -> impl Iterator<Item = Result<PathBuf, walkdir::Error>> + 'a {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(move |e| {
-            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-            e.depth() == 0 || !(set.is_match(rel) || set.is_match(e.file_name()))
-        })
-        .filter_map(|e| match e {
-            Ok(e) if e.file_type().is_file() => Some(Ok(e.into_path())),
-            Ok(_) => None,
-            Err(err) => Some(Err(err)),
-        })
-}
-
 /// Ingests every image under `root` into `index`.
 ///
 /// Each batch of new images becomes searchable as it commits: the index is
@@ -184,7 +150,7 @@ pub fn ingest(
     index: &Index,
     root: &Path,
     opts: &IngestOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
     let root = std::fs::canonicalize(root).map_err(|error| IngestError::Root {
@@ -197,7 +163,7 @@ pub fn ingest(
             error: std::io::Error::other("not a folder"),
         });
     }
-    let set = excludes(&opts.exclude)?;
+    let walker = Walker::excluding(&opts.exclude)?;
     let mut report = IngestReport {
         root: root.clone(),
         ..Default::default()
@@ -213,37 +179,28 @@ pub fn ingest(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
     };
+    progress.stage("files", None);
     std::thread::scope(|scope| -> Result<(), IngestError> {
-        let (tx, rx) = sync_channel::<(Vec<Prepared>, Vec<(PathBuf, String)>)>(2);
-        let root_ref = &root;
-        let set_ref = &set;
-        let limits = opts.limits;
-        let labels = &opts.labels;
-        let shape = (model.input_size(), model.channels());
+        let (tx, rx) = sync_channel::<(Vec<Prepared>, Vec<WalkError>)>(2);
+        let (root, walker) = (&root, &walker);
+        let shape = model.input_shape();
         scope.spawn(move || {
             let mut paths = Vec::with_capacity(BATCH);
             let mut walk_errors = Vec::new();
-            let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, String)>| {
+            let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<WalkError>| {
                 let prepared: Vec<Prepared> = opts.in_pool(|| {
                     paths
                         .par_iter()
-                        .map(|p| prepare(p, root_ref, labels, store, shape, limits))
+                        .map(|p| prepare_file(p, root, &opts.labels, store, shape, opts.limits))
                         .collect()
                 });
                 paths.clear();
                 tx.send((prepared, std::mem::take(errors))).is_ok()
             };
-            for entry in walk(root_ref, set_ref) {
+            for entry in walker.files(root, progress) {
                 match entry {
-                    Ok(p) if has_image_extension(&p) => paths.push(p),
-                    Ok(_) => {}
-                    Err(e) => {
-                        let path = e.path().unwrap_or(root_ref).to_path_buf();
-                        walk_errors.push((
-                            path,
-                            e.io_error().map_or(e.to_string(), |io| io.to_string()),
-                        ));
-                    }
+                    Ok(p) => paths.push(p),
+                    Err(e) => walk_errors.push(e),
                 }
                 if paths.len() == BATCH && !send(&mut paths, &mut walk_errors) {
                     return;
@@ -258,17 +215,15 @@ pub fn ingest(
                 report.cancelled = true;
                 break;
             }
-            for (path, reason) in walk_errors {
-                unreadable_dirs.push(path_to_bytes(&path));
+            for e in walk_errors {
+                unreadable_dirs.push(path_to_bytes(&e.path));
                 report.failed += 1;
-                report.failures.push(Failure {
-                    path: path.display().to_string(),
-                    reason,
-                });
+                report.failures.push(Failure::new(&e.path, e.error));
             }
-            report.scanned += batch.len() as u64;
+            let files = batch.len() as u64;
+            report.scanned += files;
             commit_batch(batch, index, opts, &mut seen, &mut report)?;
-            progress.set_position(report.scanned);
+            progress.advance(files);
         }
         Ok(())
     })?;
@@ -319,20 +274,15 @@ fn finish(mut report: IngestReport, opts: &IngestOptions, started: Instant) -> I
 }
 
 /// Stat, hash and (when the content is new) decode one file.
-fn prepare(
+fn prepare_file(
     path: &Path,
     root: &Path,
     labels: &LabelSource,
     store: &Store,
-    (input_size, channels): (usize, usize),
+    shape: InputShape,
     limits: DecodeLimits,
 ) -> Prepared {
-    let fail = |reason: String| {
-        Prepared::Failed(Failure {
-            path: path.display().to_string(),
-            reason,
-        })
-    };
+    let fail = |reason: String| Prepared::Failed(Failure::new(path, reason));
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => return fail(format!("cannot read: {e}")),
@@ -360,19 +310,15 @@ fn prepare(
             return Prepared::Touched { id: *id, record };
         }
     }
-    if size == 0 {
-        return fail("empty file".into());
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => return fail(format!("cannot read: {e}")),
+    let content = match prepare::read(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.reason()),
     };
-    let hash: [u8; 32] = *blake3::hash(&bytes).as_bytes();
     let mut record = Record {
         path: path_bytes,
         size,
         mtime_ns,
-        hash,
+        hash: content.hash,
         label,
         width: 0,
         height: 0,
@@ -383,12 +329,12 @@ fn prepare(
     };
     let replaces = existing.as_ref().map(|(id, _)| *id);
     if let Some((id, old)) = &existing {
-        if old.hash == hash {
+        if old.hash == content.hash {
             record.copy_image_facts(old);
             return Prepared::Touched { id: *id, record };
         }
     }
-    match store.ids_with_hash(&hash) {
+    match store.ids_with_hash(&content.hash) {
         Ok(ids) if !ids.is_empty() => {
             return Prepared::Known {
                 record,
@@ -399,29 +345,18 @@ fn prepare(
         Ok(_) => {}
         Err(e) => return fail(e.to_string()),
     }
-    let image = match imageio::decode_bytes(&bytes, path, limits) {
-        Ok(img) => img,
-        Err(e) => return fail(strip_path(e.to_string(), path)),
-    };
-    record.width = image.width();
-    record.height = image.height();
-    match imageio::to_pixels(&image, input_size, channels, path) {
-        Ok(pixels) => Prepared::New {
-            record,
-            pixels,
-            replaces,
-        },
-        Err(e) => fail(strip_path(e.to_string(), path)),
+    match prepare::decode(&content.bytes, path, shape, limits) {
+        Ok(image) => {
+            record.width = image.width;
+            record.height = image.height;
+            Prepared::New {
+                record,
+                pixels: image.pixels,
+                replaces,
+            }
+        }
+        Err(e) => fail(e.reason()),
     }
-}
-
-/// Errors from imageio start with the path; the report has it already.
-fn strip_path(message: String, path: &Path) -> String {
-    let prefix = format!("{}: ", path.display());
-    message
-        .strip_prefix(&prefix)
-        .map(str::to_string)
-        .unwrap_or(message)
 }
 
 /// Encodes the new images of a batch, commits it in one transaction, then
@@ -519,15 +454,15 @@ fn commit_batch(
         }
     }
     if !to_encode.is_empty() {
-        let pixels: Vec<Pixels> = to_encode.iter().map(|(_, p)| p.clone()).collect();
+        let (slots, pixels): (Vec<usize>, Vec<Pixels>) = to_encode.into_iter().unzip();
         let scored = opts.in_pool(|| model.embed_and_score(&pixels))?;
-        for ((at, _), (latent, error)) in to_encode.iter().zip(scored) {
+        for (at, (latent, error)) in slots.iter().zip(scored) {
             if let Change::Add { record, vector } = &mut changes[*at] {
                 *vector = latent;
                 record.recon_error = error;
             }
         }
-        report.encoded += to_encode.len() as u64;
+        report.encoded += slots.len() as u64;
     }
     if changes.is_empty() {
         return Ok(());
@@ -549,4 +484,43 @@ fn commit_batch(
         index.ann_mut().add_tombstones(&replaced);
     }
     Ok(())
+}
+
+/// Rebuilds the index in `dir` with another model: every root it holds is
+/// ingested afresh into a sibling folder, which then replaces the old one.
+/// A crash leaves the old index untouched (and a leftover sibling that the
+/// next run clears), so re-running the same command is always safe.
+pub fn reindex(
+    dir: &Path,
+    model: &str,
+    opts: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<IngestReport>, IngestError> {
+    let roots = Index::open(dir, None, false)?.store.roots()?;
+    let name = dir
+        .file_name()
+        .map_or("index".into(), |n| n.to_string_lossy().into_owned());
+    let fresh = dir.with_file_name(format!(".{name}.reindex"));
+    let old = dir.with_file_name(format!(".{name}.old"));
+    let io = |path: &Path, source| IngestError::Swap {
+        path: path.to_path_buf(),
+        source,
+    };
+    for leftover in [&fresh, &old] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover).map_err(|e| io(leftover, e))?;
+        }
+    }
+    let mut reports = Vec::new();
+    {
+        let index = Index::open(&fresh, Some(model), true)?;
+        for root in &roots {
+            reports.push(ingest(&index, root, opts, progress)?);
+        }
+    }
+    std::fs::rename(dir, &old).map_err(|e| io(dir, e))?;
+    std::fs::rename(&fresh, dir).map_err(|e| io(dir, e))?;
+    crate::fsutil::sync_parent(dir).map_err(|e| io(dir, e))?;
+    std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    Ok(reports)
 }

@@ -7,6 +7,8 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+pub use crate::ann::kernels::TopK;
+
 /// Row-major vectors of one dimension.
 pub struct Vectors<'a> {
     pub dim: usize,
@@ -66,56 +68,6 @@ fn top_k(values: impl Iterator<Item = f32>, k: usize) -> Vec<(usize, f32)> {
         best.push(i, v);
     }
     best.into_sorted()
-}
-
-/// Keeps the `k` smallest distances pushed so far (ties: earliest first).
-pub struct TopK<T> {
-    k: usize,
-    best: Vec<(T, f32)>,
-}
-
-impl<T> TopK<T> {
-    pub fn new(k: usize) -> Self {
-        Self {
-            k: k.max(1),
-            best: Vec::with_capacity(k + 1),
-        }
-    }
-
-    pub fn push(&mut self, item: T, distance: f32) {
-        if self.best.len() == self.k && distance >= self.best[self.k - 1].1 {
-            return;
-        }
-        let at = self.best.partition_point(|&(_, d)| d <= distance);
-        self.best.insert(at, (item, distance));
-        self.best.truncate(self.k);
-    }
-
-    /// Whether `distance` would enter the list now.
-    pub fn admits(&self, distance: f32) -> bool {
-        self.best.len() < self.k || distance < self.best[self.k - 1].1
-    }
-
-    /// The distance a new item must beat to enter (infinite until full).
-    pub fn threshold(&self) -> f32 {
-        if self.best.len() < self.k {
-            f32::INFINITY
-        } else {
-            self.best[self.k - 1].1
-        }
-    }
-
-    /// Adds everything another list kept.
-    pub fn merge(&mut self, other: TopK<T>) {
-        for (item, d) in other.best {
-            self.push(item, d);
-        }
-    }
-
-    /// Nearest first.
-    pub fn into_sorted(self) -> Vec<(T, f32)> {
-        self.best
-    }
 }
 
 /// How each of the k neighbours' votes counts.

@@ -72,7 +72,6 @@ impl LabelSource {
 /// "no label".
 #[derive(Debug)]
 pub struct LabelFile {
-    source: PathBuf,
     by_path: HashMap<PathBuf, String>,
     /// Rows whose path met a file, counted as the walk meets them.
     matched: AtomicUsize,
@@ -127,7 +126,6 @@ impl LabelFile {
             }
         }
         Ok(Self {
-            source: file.to_path_buf(),
             by_path,
             matched: AtomicUsize::new(0),
         })
@@ -139,10 +137,6 @@ impl LabelFile {
             self.matched.fetch_add(1, Ordering::Relaxed);
         }
         label
-    }
-
-    pub fn source(&self) -> &Path {
-        &self.source
     }
 
     /// Labelled rows in the file.

@@ -16,6 +16,7 @@
 
 use image::{imageops, DynamicImage, ImageBuffer, Luma};
 
+use crate::imageio;
 use crate::model::{Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +39,7 @@ pub enum RestoreError {
 }
 
 /// How an image that is not the model's size is fitted to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fit {
     /// Overlapping model-sized windows at native resolution, blended.
@@ -66,11 +67,10 @@ impl Planes {
         } else {
             image.to_rgb8().into_raw()
         };
-        let plane = width * height;
-        let mut data = vec![0.0; interleaved.len()];
-        for (i, &v) in interleaved.iter().enumerate() {
-            data[(i % channels) * plane + i / channels] = v as f32 / 255.0;
-        }
+        let data = imageio::interleaved_to_planar(&interleaved, channels)
+            .into_iter()
+            .map(|v| v as f32 / 255.0)
+            .collect();
         Self {
             width,
             height,
@@ -81,16 +81,16 @@ impl Planes {
 
     /// Back to an 8-bit image (rounded, clamped).
     pub fn to_image(&self) -> DynamicImage {
-        let plane = self.width * self.height;
-        let byte = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+        let bytes: Vec<u8> = self
+            .data
+            .iter()
+            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let raw = imageio::planar_to_interleaved(&bytes, self.channels);
         let (w, h) = (self.width as u32, self.height as u32);
         if self.channels == 1 {
-            let raw = self.data.iter().map(|&v| byte(v)).collect();
             DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, raw).expect("sized"))
         } else {
-            let raw = (0..plane * 3)
-                .map(|i| byte(self.data[(i % 3) * plane + i / 3]))
-                .collect();
             DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, raw).expect("sized"))
         }
     }
@@ -233,16 +233,17 @@ pub const INPAINT_ITERATIONS: usize = 10;
 /// Fills the pixels `missing` marks (one flag per pixel, all channels):
 /// starts them at the mean of the known pixels, then repeatedly replaces
 /// them with the reconstruction while every known pixel stays as it was.
-/// Known pixels of the result are exactly the input's. `progress` is
-/// called after each pass.
+/// Known pixels of the result are exactly the input's. `progress` counts
+/// the passes.
 pub fn inpaint(
     model: &Model,
     image: &Planes,
     missing: &[bool],
     fit: Fit,
     iterations: usize,
-    progress: &dyn Fn(),
+    progress: &dyn crate::progress::Progress,
 ) -> Result<(Planes, InpaintReport), RestoreError> {
+    progress.stage("passes", Some(iterations as u64));
     let plane = image.width * image.height;
     assert_eq!(missing.len(), plane, "one mask flag per pixel");
     let mut x = image.clone();
@@ -273,7 +274,7 @@ pub fn inpaint(
             }
         }
         last_change = (change / (filled * image.channels).max(1) as f64).sqrt();
-        progress();
+        progress.advance(1);
     }
     Ok((
         x,

@@ -17,9 +17,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::ann::Ann;
-use crate::imageio::{self, DecodeLimits};
+use crate::filter::Filter;
+use crate::imageio::DecodeLimits;
 use crate::index::Index;
-use crate::store::{path_to_bytes, Record, Store, StoreError};
+use crate::prepare;
+use crate::store::{path_to_bytes, Store, StoreError};
 
 /// At or below this many candidate images an exact scan is used: it is
 /// exact, and at this size as fast as the graph.
@@ -48,12 +50,8 @@ pub const BATCH_SCAN_NS_PER_FLOAT: f64 = 0.1;
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
     pub k: usize,
-    /// Only images whose path starts with this folder.
-    pub under: Option<std::path::PathBuf>,
-    /// Only images with this label.
-    pub label: Option<String>,
-    /// Only images with a label (the voters of a kNN classification).
-    pub labelled: bool,
+    /// Which images may be found.
+    pub filter: Filter,
     /// Force the exact scan.
     pub exact: bool,
     /// Force the graph (for comparisons; loses to exact on small sets).
@@ -79,7 +77,7 @@ pub struct Hit {
     /// `1 / (1 + distance / sqrt(latent))`: 1 for identical latents, falling
     /// towards 0; comparable across models of different latent sizes.
     pub similarity: f32,
-    pub path: String,
+    pub path: PathBuf,
     pub label: Option<String>,
 }
 
@@ -112,7 +110,7 @@ pub fn nearest_many(
     opts: &QueryOptions,
 ) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
     let k = opts.k.max(1);
-    let allowed = allowed_ids(&index.store, opts)?;
+    let allowed = opts.filter.allowed_ids(&index.store)?;
     let candidates = allowed
         .as_ref()
         .map_or(index.store.live_count()? as usize, Vec::len);
@@ -200,73 +198,11 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
             id,
             distance,
             similarity: 1.0 / (1.0 + distance / scale),
-            path: rec.path_buf().display().to_string(),
+            path: rec.path_buf(),
             label: rec.label,
         });
     }
     Ok(out)
-}
-
-/// The live records passing the filters, in id order: streamed from the
-/// store when nothing is filtered, else looked up by id (one removed since
-/// it was listed is skipped).
-pub fn records_matching<'a>(
-    store: &'a Store,
-    opts: &QueryOptions,
-) -> Result<Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>, StoreError> {
-    Ok(match allowed_ids(store, opts)? {
-        Some(ids) => Box::new(
-            ids.into_iter()
-                .filter_map(move |id| store.record(id).transpose().map(|r| r.map(|rec| (id, rec)))),
-        ),
-        None => Box::new(store.records()),
-    })
-}
-
-/// Sorted ids passing the filters (`under`, `label`, `labelled`), or
-/// `None` when every live image does.
-pub fn allowed_ids(store: &Store, opts: &QueryOptions) -> Result<Option<Vec<u64>>, StoreError> {
-    let any_label = opts.labelled || opts.label.is_some();
-    let label_ok = |label: Option<&str>| match &opts.label {
-        Some(want) => label == Some(want.as_str()),
-        None => !opts.labelled || label.is_some(),
-    };
-    let mut ids: Vec<u64> = match &opts.under {
-        None if !any_label => return Ok(None),
-        None if opts.label.is_none() => {
-            // Labelled only: nothing to filter when every image has a label.
-            let labelled: u64 = store.label_counts()?.values().sum();
-            if labelled >= store.live_count()? {
-                return Ok(None);
-            }
-            store
-                .labelled()
-                .map(|r| r.map(|(id, _)| id))
-                .collect::<Result<_, _>>()?
-        }
-        None => store
-            .labelled()
-            .filter(|r| r.as_ref().map_or(true, |(_, l)| label_ok(Some(l))))
-            .map(|r| r.map(|(id, _)| id))
-            .collect::<Result<_, _>>()?,
-        Some(dir) => {
-            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-            let mut prefix = path_to_bytes(&dir);
-            if !prefix.ends_with(b"/") {
-                prefix.push(b'/');
-            }
-            let mut ids = Vec::new();
-            for item in store.paths_under(&prefix) {
-                let (_, id) = item?;
-                if !any_label || label_ok(store.label_of(id)?.as_deref()) {
-                    ids.push(id);
-                }
-            }
-            ids
-        }
-    };
-    ids.sort_unstable();
-    Ok(Some(ids))
 }
 
 /// Exact search over the flat vector file: a full scan, or for a small
@@ -282,9 +218,9 @@ fn exact(ann: &Ann, queries: &[Vec<f32>], k: usize, only: Option<&[u64]>) -> Vec
             queries
                 .par_iter()
                 .map(|q| {
-                    let mut best = crate::knn::TopK::new(k);
+                    let mut best = crate::ann::kernels::TopK::new(k);
                     for (id, v) in &rows {
-                        best.push(*id, crate::ann::flat::l2sq(v, q));
+                        best.push(*id, crate::ann::kernels::l2sq(v, q));
                     }
                     best.into_sorted()
                         .into_iter()
@@ -305,10 +241,14 @@ fn exact(ann: &Ann, queries: &[Vec<f32>], k: usize, only: Option<&[u64]>) -> Vec
 
 /// A query's embedding, or why there is none.
 pub struct QueryLatent {
-    /// What the user named: a path, or `id N`.
+    /// What the user named, for display: a path, or `id N`.
     pub name: String,
+    /// The file, when the query is one.
+    pub path: Option<PathBuf>,
     /// The indexed image this query is, if any (its stored vector is used).
     pub id: Option<u64>,
+    /// The hash of the file's bytes, when it was read.
+    pub hash: Option<[u8; 32]>,
     pub latent: Result<Vec<f32>, String>,
 }
 
@@ -316,15 +256,8 @@ pub struct QueryLatent {
 /// its stored vector without decoding; others are decoded in parallel and
 /// encoded in one batch with the index's model.
 pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            files.extend(crate::walk::image_files(p).0);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    let (size, channels) = (index.model.input_size(), index.model.channels());
+    let files = crate::walk::expand(inputs);
+    let shape = index.model.input_shape();
     let store = &index.store;
     let decoded: Vec<_> = files
         .par_iter()
@@ -334,7 +267,8 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
                 .and_then(|c| store.id_for_path(&path_to_bytes(&c)).ok().flatten());
             match stored {
                 Some(id) => Ok(Err(id)),
-                None => imageio::load_pixels(p, size, channels, DecodeLimits::default()).map(Ok),
+                None => prepare::file(p, shape, DecodeLimits::default())
+                    .map(|(content, prepared)| Ok((content.hash, prepared.pixels))),
             }
         })
         .collect();
@@ -342,26 +276,32 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
     let mut to_embed = Vec::new();
     for (path, d) in files.iter().zip(decoded) {
         let name = path.display().to_string();
-        let (id, latent) = match d {
-            Ok(Err(id)) => (Some(id), stored_vector(index, id)),
-            Ok(Ok(px)) => {
+        let (id, hash, latent) = match d {
+            Ok(Err(id)) => (Some(id), None, stored_vector(index, id)),
+            Ok(Ok((hash, px))) => {
                 to_embed.push((out.len(), px));
-                (None, Ok(Vec::new()))
+                (None, Some(hash), Ok(Vec::new()))
             }
-            Err(e) => (None, Err(e.to_string())),
+            Err(e) => (None, None, Err(e.to_string())),
         };
-        out.push(QueryLatent { name, id, latent });
+        out.push(QueryLatent {
+            name,
+            path: Some(path.clone()),
+            id,
+            hash,
+            latent,
+        });
     }
-    let pixels: Vec<_> = to_embed.iter().map(|(_, p)| p.clone()).collect();
+    let (slots, pixels): (Vec<usize>, Vec<_>) = to_embed.into_iter().unzip();
     match index.model.embed(&pixels) {
         Ok(latents) => {
-            for ((at, _), z) in to_embed.iter().zip(latents) {
-                out[*at].latent = Ok(z);
+            for (at, z) in slots.into_iter().zip(latents) {
+                out[at].latent = Ok(z);
             }
         }
         Err(e) => {
-            for (at, _) in &to_embed {
-                out[*at].latent = Err(format!("encoding failed: {e}"));
+            for at in slots {
+                out[at].latent = Err(format!("encoding failed: {e}"));
             }
         }
     }
@@ -372,7 +312,9 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
 pub fn id_latent(index: &Index, id: u64) -> QueryLatent {
     QueryLatent {
         name: format!("id {id}"),
+        path: None,
         id: Some(id),
+        hash: None,
         latent: stored_vector(index, id),
     }
 }

@@ -23,7 +23,7 @@ pub struct SheetRow {
 
 /// Draws the rows and writes a PNG to `out`.
 pub fn write(rows: &[SheetRow], out: &Path) -> image::ImageResult<()> {
-    render(rows).save_with_format(out, image::ImageFormat::Png)
+    save_png(render(rows), out)
 }
 
 /// The sheet as an image. Tile `(row, col)` sits at
@@ -73,7 +73,12 @@ pub fn write_grid(
     cols: usize,
     out: &Path,
 ) -> image::ImageResult<()> {
-    grid(items, cols).save_with_format(out, image::ImageFormat::Png)
+    save_png(grid(items, cols), out)
+}
+
+fn save_png(sheet: RgbImage, out: &Path) -> image::ImageResult<()> {
+    let sheet = image::DynamicImage::ImageRgb8(sheet);
+    crate::fsutil::save_image(&sheet, out, image::ImageFormat::Png)
 }
 
 /// The tile an image becomes: the whole image fitted into TILE×TILE, centred.

@@ -487,11 +487,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// Bytes the database takes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
-
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())

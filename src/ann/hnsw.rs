@@ -53,15 +53,6 @@ struct Manifest {
     params: HnswParams,
 }
 
-/// How the graph was brought up to date on open.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub enum OpenState {
-    /// Loaded the dump; `caught_up` newer store records were inserted.
-    Loaded { caught_up: usize },
-    /// Built from the store (`reason`: no dump, unreadable, or mismatched).
-    Rebuilt { reason: String },
-}
-
 /// The graph. Inserts, searches and dumps take `&self` (hnsw_rs locks per
 /// node), so `serve` inserts a batch while searches run beside it; only
 /// tombstones need `&mut`. One inserter at a time: ids must increase.
@@ -104,25 +95,20 @@ impl Graph {
         store: &Store,
         dim: usize,
         params: HnswParams,
-    ) -> Result<(Self, OpenState), AnnError> {
-        let (mut ann, state) = match Self::load(dir, dim, params) {
-            Ok(ann) => (ann, None),
-            Err(reason) => (
-                Self::empty(dim, params, store.live_count()? as usize),
-                Some(reason),
-            ),
+    ) -> Result<Self, AnnError> {
+        // A dump that is missing, unreadable or made for other vectors is
+        // rebuilt from the store: it is derived data.
+        let mut ann = match Self::load(dir, dim, params) {
+            Ok(ann) => ann,
+            Err(_) => Self::empty(dim, params, store.live_count()? as usize),
         };
         ann.tombstones = store
             .tombstones()?
             .into_iter()
             .map(|i| i as usize)
             .collect();
-        let caught_up = ann.catch_up(store)?;
-        let state = match state {
-            None => OpenState::Loaded { caught_up },
-            Some(reason) => OpenState::Rebuilt { reason },
-        };
-        Ok((ann, state))
+        ann.catch_up(store)?;
+        Ok(ann)
     }
 
     fn empty(dim: usize, params: HnswParams, capacity: usize) -> Self {
@@ -234,10 +220,6 @@ impl Graph {
         self.points().saturating_sub(self.tombstones.len())
     }
 
-    pub fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
-    }
-
     /// Nearest live ids to `query` with their L2 distances; `ef` is the
     /// search-time candidate list (larger: better recall, slower).
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(u64, f32)> {
@@ -314,15 +296,9 @@ impl Graph {
             dim: self.dim,
             params: self.params,
         };
-        let tmp = dir.join(format!("{MANIFEST}.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&manifest).expect("serializable"))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(MANIFEST))
-        };
-        write().map_err(|e| dump_err(&dir.join(MANIFEST), e.to_string()))?;
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("serializable");
+        crate::fsutil::write_bytes_atomically(&dir.join(MANIFEST), &manifest_bytes)
+            .map_err(|e| dump_err(&dir.join(MANIFEST), e.to_string()))?;
         // Older dumps are no longer named by the manifest.
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {

@@ -10,6 +10,7 @@
 //! while `serve` and whole-index jobs keep the graph in memory.
 
 pub mod flat;
+pub mod kernels;
 pub mod hnsw;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use flat::{FlatError, FlatOpen, FlatVectors};
-pub use hnsw::{Graph, HnswParams, OpenState};
+pub use hnsw::{Graph, HnswParams};
 
 use crate::store::{Store, StoreError};
 
@@ -42,7 +43,6 @@ pub struct Ann {
     pub flat: FlatVectors,
     pub flat_state: FlatOpen,
     graph: Option<Graph>,
-    graph_state: Option<OpenState>,
 }
 
 /// What the derived structures hold, for `status`.
@@ -66,7 +66,6 @@ impl Ann {
             flat,
             flat_state,
             graph: None,
-            graph_state: None,
         })
     }
 
@@ -77,9 +76,7 @@ impl Ann {
     /// The graph, loading (and catching up) the saved one on first use.
     pub fn graph(&mut self, store: &Store) -> Result<&mut Graph, AnnError> {
         if self.graph.is_none() {
-            let (graph, state) = Graph::open(&self.dir, store, self.dim, self.params)?;
-            self.graph = Some(graph);
-            self.graph_state = Some(state);
+            self.graph = Some(Graph::open(&self.dir, store, self.dim, self.params)?);
         }
         Ok(self.graph.as_mut().expect("loaded above"))
     }
@@ -87,11 +84,6 @@ impl Ann {
     /// The graph if it is in memory already.
     pub fn loaded_graph(&self) -> Option<&Graph> {
         self.graph.as_ref()
-    }
-
-    /// How the graph came up to date when it was loaded in this process.
-    pub fn graph_state(&self) -> Option<&OpenState> {
-        self.graph_state.as_ref()
     }
 
     /// Adds newly committed (id, vector) pairs, ids increasing, to both
@@ -160,9 +152,6 @@ impl Ann {
     /// a consistent index.
     pub fn replace_graph(&mut self, graph: Graph, store: &Store) -> Result<usize, AnnError> {
         self.graph = Some(graph);
-        self.graph_state = Some(OpenState::Rebuilt {
-            reason: "compaction".into(),
-        });
         let n = self.flat.rewrite(store)?;
         store.clear_tombstones()?;
         Ok(n)

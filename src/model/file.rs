@@ -52,7 +52,7 @@ pub enum ModelFileError {
 
 /// How pixels become model input, recorded in the header so a model is
 /// always fed the way it was trained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Normalization {
     /// pixel / 255.
@@ -282,9 +282,7 @@ pub fn save(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(write_err)?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    crate::fsutil::write_bytes_atomically(path, &bytes).map_err(write_err)
 }
 
 /// The file's bytes, for saving or embedding.

@@ -9,11 +9,11 @@ pub mod train;
 
 use std::path::Path;
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 pub use autoencoder::ArchConfig;
 pub use file::{LoadedModel, ModelFileError, ModelInfo, Normalization};
-pub use train::{Loss, TrainConfig, TrainEvent, TrainSet, TrainedModel};
+pub use train::{EpochReport, Loss, TrainConfig, TrainSet, TrainedModel};
 
 use crate::imageio::Pixels;
 
@@ -125,6 +125,14 @@ impl Model {
 
     pub fn channels(&self) -> usize {
         self.info.arch.channels
+    }
+
+    /// The shape images are prepared to ([`crate::prepare`]).
+    pub fn input_shape(&self) -> crate::prepare::InputShape {
+        crate::prepare::InputShape {
+            size: self.input_size(),
+            channels: self.channels(),
+        }
     }
 
     pub fn latent_dim(&self) -> usize {
@@ -240,11 +248,5 @@ impl Model {
             (images.len(), channels, size, size),
             &self.device,
         )?)
-    }
-
-    /// Encodes one already-normalized batch tensor; used by benchmarks that
-    /// feed dataset records directly.
-    pub fn encode_tensor(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.net.encoder.forward(xs)?)
     }
 }

@@ -15,10 +15,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::autoencoder::{ArchConfig, Autoencoder};
+use crate::prepare::{self, InputShape};
+use crate::progress::Progress;
+use crate::report::Failure;
+use crate::walk::Walker;
 use super::file::{self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE};
 
 /// Reconstruction loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Loss {
     /// Binary cross-entropy on logits (pixels read as probabilities).
@@ -110,24 +114,30 @@ impl TrainSet {
     /// Files that cannot be read or decoded are returned, not fatal.
     pub fn from_folder(
         dir: &std::path::Path,
-        size: usize,
-        channels: usize,
+        shape: InputShape,
         limits: crate::imageio::DecodeLimits,
-    ) -> (Self, Vec<crate::walk::WalkError>) {
+        progress: &dyn Progress,
+    ) -> (Self, Vec<Failure>) {
         use rayon::prelude::*;
-        let (files, mut failures) = crate::walk::image_files(dir);
+        progress.stage("images read", None);
+        let (files, walk_errors) = Walker::new().collect(dir, progress);
+        let mut failures: Vec<Failure> = walk_errors
+            .into_iter()
+            .map(|e| Failure::new(&e.path, e.error))
+            .collect();
         let decoded: Vec<_> = files
             .par_iter()
-            .map(|p| crate::imageio::load_pixels(p, size, channels, limits))
+            .map(|p| {
+                let prepared = prepare::file(p, shape, limits);
+                progress.advance(1);
+                prepared
+            })
             .collect();
-        let mut set = Self::new(size, channels);
-        for (path, result) in files.into_iter().zip(decoded) {
+        let mut set = Self::new(shape.size, shape.channels);
+        for (path, result) in files.iter().zip(decoded) {
             match result {
-                Ok(px) => set.push(&px.data),
-                Err(e) => failures.push(crate::walk::WalkError {
-                    path,
-                    error: e.to_string(),
-                }),
+                Ok((_, image)) => set.push(&image.pixels.data),
+                Err(e) => failures.push(Failure::new(path, e.reason())),
             }
         }
         (set, failures)
@@ -137,14 +147,6 @@ impl TrainSet {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
     }
-}
-
-/// What the trainer reports as it goes.
-#[derive(Debug, Clone)]
-pub enum TrainEvent {
-    EpochStart { epoch: usize, batches: usize },
-    Batch { loss: f64 },
-    EpochEnd(EpochReport),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,11 +200,14 @@ impl TrainedModel {
 }
 
 /// Trains an autoencoder on `data`. `data_name` is recorded in the header.
+/// Each epoch is a `progress` stage counting batches (with the running loss
+/// as its message); `on_epoch` hears each epoch's result as it ends.
 pub fn train(
     cfg: &TrainConfig,
     data: &TrainSet,
     data_name: &str,
-    mut on_event: impl FnMut(TrainEvent),
+    progress: &dyn Progress,
+    mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<TrainedModel, TrainError> {
     cfg.arch.validate().map_err(TrainError::Arch)?;
     if data.size != cfg.arch.input_size || data.channels != cfg.arch.channels {
@@ -260,12 +265,12 @@ pub fn train(
         let epoch_start = Instant::now();
         train_idx.shuffle(&mut rng);
         let batches = train_idx.len().div_ceil(cfg.batch_size);
-        on_event(TrainEvent::EpochStart { epoch, batches });
+        progress.stage(&format!("batches of epoch {epoch}"), Some(batches as u64));
         let (mut sum, mut count) = (0.0, 0usize);
         for chunk in train_idx.chunks(cfg.batch_size) {
-            let progress = step as f64 / total_steps;
+            let done = step as f64 / total_steps;
             opt.set_learning_rate(
-                cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+                cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
             );
             step += 1;
             let (inputs, targets) = make_batch(data, chunk, cfg, &mut rng, &device)?;
@@ -277,7 +282,8 @@ pub fn train(
             }
             sum += value * chunk.len() as f64;
             count += chunk.len();
-            on_event(TrainEvent::Batch { loss: value });
+            progress.message(&format!("loss {value:.5}"));
+            progress.advance(1);
         }
         let train_loss = sum / count as f64;
         let validation_loss = if val_idx.is_empty() {
@@ -297,7 +303,7 @@ pub fn train(
             seconds: epoch_start.elapsed().as_secs_f64(),
             best: is_best,
         };
-        on_event(TrainEvent::EpochEnd(report.clone()));
+        on_epoch(&report);
         history.push(report);
     }
 

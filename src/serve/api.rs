@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use super::{blocking, compute, ApiError, App};
 use crate::anomaly::{self, AnomalyError, AnomalyOptions, Select};
 use crate::classify::{self, ClassifyError, ClassifyOptions};
+use crate::filter::Filter;
 use crate::imageio;
+use crate::prepare;
 use crate::search::{self, QueryOptions};
 
 /// Neighbours returned when a request does not say.
@@ -226,27 +228,28 @@ fn latent_of(app: &App, subject: &Subject) -> Result<Embedded, ApiError> {
             })
         }
         Subject::Upload { name, bytes } => {
-            let path = Path::new(name);
-            let image =
-                imageio::decode_bytes(bytes, path, app.opts.limits).map_err(ApiError::image)?;
-            let (size, channels) = (index.model.input_size(), index.model.channels());
-            let pixels =
-                imageio::to_pixels(&image, size, channels, path).map_err(ApiError::image)?;
+            let image = prepare::decode(
+                bytes,
+                Path::new(name),
+                index.model.input_shape(),
+                app.opts.limits,
+            )
+            .map_err(ApiError::image)?;
             let latent = index
                 .model
-                .embed(&[pixels])?
+                .embed(&[image.pixels])?
                 .pop()
                 .ok_or_else(|| ApiError::internal("the model returned no embedding"))?;
             let about = json!({
                 "upload": name,
                 "bytes": bytes.len(),
-                "width": image.width(),
-                "height": image.height(),
+                "width": image.width,
+                "height": image.height,
             });
             Ok(Embedded {
                 latent,
                 about,
-                hash: *blake3::hash(bytes).as_bytes(),
+                hash: prepare::content_hash(bytes),
                 id: None,
             })
         }
@@ -269,8 +272,11 @@ pub async fn query(State(app): Shared, req: Request) -> Result<Response, ApiErro
         let Embedded { latent, about, .. } = latent_of(&app, &subject)?;
         let opts = QueryOptions {
             k: params.k.unwrap_or(DEFAULT_K),
-            under: params.under,
-            label: params.label,
+            filter: Filter {
+                under: params.under,
+                label: params.label,
+                labelled: false,
+            },
             exact: params.exact.unwrap_or(false),
             ..Default::default()
         };
@@ -375,7 +381,7 @@ fn indexed_bytes(app: &App, id: u64) -> Result<(crate::store::Record, Vec<u8>), 
             format!("image {id} ({}) cannot be read: {e}", path.display()),
         )
     })?;
-    if blake3::hash(&bytes).as_bytes() != &rec.hash {
+    if prepare::content_hash(&bytes) != rec.hash {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -468,12 +474,15 @@ pub async fn anomalies(
     blocking(move || {
         let opts = AnomalyOptions {
             by_label: params.by_label.unwrap_or(false),
-            under: params.under,
-            label: params.label,
+            filter: Filter {
+                under: params.under,
+                label: params.label,
+                labelled: false,
+            },
             ..Default::default()
         };
         let top = params.top.unwrap_or(20).min(MAX_K);
-        match anomaly::rank(&app.index, &opts, &|_, _| {}) {
+        match anomaly::rank(&app.index, &opts, &crate::progress::NoProgress) {
             Ok(ranking) => Ok(Json(json!({
                 "models": ranking.models,
                 "by_label": ranking.by_label,

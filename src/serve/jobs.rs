@@ -23,7 +23,6 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use indicatif::ProgressBar;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,6 +30,7 @@ use serde_json::{json, Value};
 use super::{ApiError, App};
 use crate::ingest::{self, IngestOptions};
 use crate::labels::LabelSource;
+use crate::progress::Counter;
 
 /// Nice value of the ingest threads (0 is normal, 19 the lowest priority).
 const INGEST_NICENESS: i32 = 10;
@@ -49,8 +49,8 @@ struct Job {
     dir: PathBuf,
     exclude: Vec<String>,
     state: JobState,
-    /// Hidden; the worker moves it, `GET` reads it.
-    progress: ProgressBar,
+    /// Files found and files done; the worker moves it, `GET` reads it.
+    progress: Arc<Counter>,
     cancel: Arc<AtomicBool>,
     started: Option<Instant>,
     seconds: Option<f64>,
@@ -72,7 +72,7 @@ impl Jobs {
             dir,
             exclude,
             state: JobState::Queued,
-            progress: ProgressBar::hidden(),
+            progress: Arc::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             started: None,
             seconds: None,
@@ -135,8 +135,8 @@ fn view(id: u64, job: &Job) -> Value {
         "dir": job.dir,
         "exclude": job.exclude,
         "state": job.state,
-        "scanned": job.progress.position(),
-        "total": job.progress.length(),
+        "scanned": job.progress.done(),
+        "total": job.progress.total(),
         "seconds": seconds,
         "report": job.report,
         "error": job.error,
@@ -209,10 +209,7 @@ fn run(app: &App, id: u64, pool: &Arc<rayon::ThreadPool>) {
         cancel: Some(cancel),
         pool: Some(pool.clone()),
     };
-    if let Ok(total) = ingest::count_files(&dir, &opts) {
-        progress.set_length(total);
-    }
-    let result = ingest::ingest(&app.index, &dir, &opts, &progress);
+    let result = ingest::ingest(&app.index, &dir, &opts, &*progress);
     app.jobs.update(id, |job| {
         job.seconds = job.started.map(|t| t.elapsed().as_secs_f64());
         match result {

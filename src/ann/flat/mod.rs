@@ -22,29 +22,16 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
+mod scan;
 
-use crate::knn::TopK;
+pub use scan::BATCH_FROM;
+
+use crate::ann::kernels::floats;
 use crate::store::{Store, StoreError};
 
 pub const FILE_NAME: &str = "vectors.flat";
 const MAGIC: &[u8; 8] = b"ISFLAT01";
 const HEADER: usize = 32;
-/// Rows scanned per parallel work item (a few hundred KB: cache-sized).
-const CHUNK_ROWS: usize = 4096;
-/// From this many queries on, a search transposes the rows into tiles
-/// (see [`Tile`]) and runs blocks of queries against each tile.
-pub(crate) const BATCH_FROM: usize = 8;
-/// Queries per parallel task in a batched search.
-const QUERY_BLOCK: usize = 32;
-/// Bytes of transposed floats per tile: small enough to stay in L2 while a
-/// block of queries runs over it.
-const TILE_BYTES: usize = 128 * 1024;
-/// Tiles transposed at a time, so a batched search over a large file holds
-/// a bounded copy (about 32 MiB) rather than the whole file.
-const TILE_GROUP: usize = 256;
-/// Rows computed together; a multiple of the widest SIMD vector.
-const LANES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlatError {
@@ -132,10 +119,6 @@ impl FlatVectors {
 
     fn row_bytes(&self) -> usize {
         8 + 4 * self.dim
-    }
-
-    pub fn dim(&self) -> usize {
-        self.dim
     }
 
     /// Rows in the file, tombstones included.
@@ -299,206 +282,6 @@ impl FlatVectors {
             })
             .filter(|(id, _)| !self.is_dead(*id))
     }
-
-    /// The `k` nearest live rows to each query (ids and Euclidean distances,
-    /// nearest first), keeping only ids that pass `keep`. One pass over the
-    /// file serves every query: a few queries scan row chunks in parallel; a
-    /// batch runs blocks of queries in parallel over transposed tiles.
-    pub fn search(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        keep: &(dyn Fn(u64) -> bool + Sync),
-    ) -> Vec<Vec<(u64, f32)>> {
-        let tops = if queries.len() >= BATCH_FROM {
-            self.search_tiled(queries, k, keep)
-        } else {
-            self.search_rows(queries, k, keep)
-        };
-        tops.into_iter()
-            .map(|t| {
-                t.into_sorted()
-                    .into_iter()
-                    .map(|(id, d)| (id, d.sqrt()))
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Few queries: row chunks in parallel, each query over each chunk.
-    fn search_rows(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        keep: &(dyn Fn(u64) -> bool + Sync),
-    ) -> Vec<TopK<u64>> {
-        let rb = self.row_bytes();
-        let fresh = || queries.iter().map(|_| TopK::new(k)).collect::<Vec<_>>();
-        let tops = self
-            .data()
-            .par_chunks(CHUNK_ROWS * rb)
-            .fold(fresh, |mut tops, chunk| {
-                let mut dist = vec![0f32; chunk.len() / rb];
-                for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                    squared_distances(chunk, rb, q, &mut dist);
-                    for (row, &d) in chunk.chunks_exact(rb).zip(&dist) {
-                        // Filters only run for rows that would make the list.
-                        if !top.admits(d) {
-                            continue;
-                        }
-                        let id = u64::from_le_bytes(row[..8].try_into().unwrap());
-                        if !self.is_dead(id) && keep(id) {
-                            top.push(id, d);
-                        }
-                    }
-                }
-                tops
-            })
-            .reduce(fresh, |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    x.merge(y);
-                }
-                a
-            });
-        tops
-    }
-
-    /// Many queries: a group of rows is transposed into tiles once, then
-    /// blocks of queries run in parallel, each over every tile while the
-    /// tile is in cache. Work splits by query, so it scales with cores
-    /// however few rows there are.
-    fn search_tiled(
-        &self,
-        queries: &[&[f32]],
-        k: usize,
-        keep: &(dyn Fn(u64) -> bool + Sync),
-    ) -> Vec<TopK<u64>> {
-        let (rb, dim) = (self.row_bytes(), self.dim);
-        let tile_rows = (TILE_BYTES / (4 * dim.max(1)))
-            .next_multiple_of(LANES)
-            .max(LANES);
-        let mut tops: Vec<TopK<u64>> = queries.iter().map(|_| TopK::new(k)).collect();
-        for group in self.data().chunks(TILE_GROUP * tile_rows * rb) {
-            let tiles: Vec<Tile> = group
-                .par_chunks(tile_rows * rb)
-                .map(|rows| Tile::new(rows, rb, dim))
-                .collect();
-            queries
-                .par_chunks(QUERY_BLOCK)
-                .zip(tops.par_chunks_mut(QUERY_BLOCK))
-                .for_each(|(qs, ts)| {
-                    let (mut a, mut b) = (vec![0f32; tile_rows], vec![0f32; tile_rows]);
-                    for tile in &tiles {
-                        let n = tile.padded();
-                        // Queries go in pairs: each column load serves two.
-                        for (pair, tops) in qs.chunks(2).zip(ts.chunks_mut(2)) {
-                            tile.distances(pair[0], pair.get(1).copied(), &mut a[..n], &mut b[..n]);
-                            for (top, dist) in tops.iter_mut().zip([&a[..n], &b[..n]]) {
-                                self.admit(top, &tile.ids, dist, keep);
-                            }
-                        }
-                    }
-                });
-        }
-        tops
-    }
-
-    /// Offers a tile's rows to `top`. Once the list is full most blocks of
-    /// rows hold no candidate: a block is tested at once (vectorised), and
-    /// single rows are looked at only where one is.
-    #[inline]
-    fn admit(
-        &self,
-        top: &mut TopK<u64>,
-        ids: &[u64],
-        dist: &[f32],
-        keep: &(dyn Fn(u64) -> bool + Sync),
-    ) {
-        let mut bar = top.threshold();
-        for (ids, ds) in ids.chunks(LANES).zip(dist.chunks(LANES)) {
-            if !ds.iter().fold(false, |any, &d| any | (d < bar)) {
-                continue;
-            }
-            for (&id, &d) in ids.iter().zip(ds) {
-                if d < bar && !self.is_dead(id) && keep(id) {
-                    top.push(id, d);
-                    bar = top.threshold();
-                }
-            }
-        }
-    }
-}
-
-/// Rows stored dimension-major (`x[d][row]`), padded to [`LANES`] rows, so
-/// the distance loop runs down the rows with every vector lane busy: the
-/// layout a batch of small-dimension queries needs (row-major rows of 16
-/// floats would spend as long on the horizontal sums as on the maths).
-struct Tile {
-    ids: Vec<u64>,
-    /// `dim × padded` floats.
-    columns: Vec<f32>,
-}
-
-impl Tile {
-    fn new(rows: &[u8], row_bytes: usize, dim: usize) -> Self {
-        let n = rows.len() / row_bytes;
-        let padded = n.next_multiple_of(LANES);
-        let mut columns = vec![0f32; dim * padded];
-        let mut ids = Vec::with_capacity(n);
-        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
-            ids.push(u64::from_le_bytes(row[..8].try_into().unwrap()));
-            for (d, v) in floats(&row[8..]).iter().enumerate() {
-                columns[d * padded + r] = *v;
-            }
-        }
-        Self { ids, columns }
-    }
-
-    fn padded(&self) -> usize {
-        self.ids.len().next_multiple_of(LANES)
-    }
-
-    /// Squared distances from `q` (and from `q2`, when given, into `out2`)
-    /// to every row, padding rows included.
-    fn distances(&self, q: &[f32], q2: Option<&[f32]>, out: &mut [f32], out2: &mut [f32]) {
-        let q2 = q2.unwrap_or(q);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports the features the function is built for.
-            unsafe { tile_distances_avx2(&self.columns, [q, q2], out, out2) };
-            return;
-        }
-        tile_distances(&self.columns, [q, q2], out, out2);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tile_distances_avx2(columns: &[f32], qs: [&[f32]; 2], out: &mut [f32], out2: &mut [f32]) {
-    tile_distances(columns, qs, out, out2)
-}
-
-/// Two queries at once: `LANES` rows' accumulators for each stay in
-/// registers across the dimensions, and each column load serves both.
-#[inline(always)]
-fn tile_distances(columns: &[f32], [q, q2]: [&[f32]; 2], out: &mut [f32], out2: &mut [f32]) {
-    let padded = out.len();
-    let blocks = out
-        .chunks_exact_mut(LANES)
-        .zip(out2.chunks_exact_mut(LANES));
-    for (start, (o, o2)) in (0..padded).step_by(LANES).zip(blocks) {
-        let (mut acc, mut acc2) = ([0f32; LANES], [0f32; LANES]);
-        for (d, (&qd, &qd2)) in q.iter().zip(q2).enumerate() {
-            let col: &[f32; LANES] = columns[d * padded + start..][..LANES].try_into().unwrap();
-            for l in 0..LANES {
-                let (t, t2) = (col[l] - qd, col[l] - qd2);
-                acc[l] += t * t;
-                acc2[l] += t2 * t2;
-            }
-        }
-        o.copy_from_slice(&acc);
-        o2.copy_from_slice(&acc2);
-    }
 }
 
 /// Reads and checks the header: (rows, last id), or `None` when the file is
@@ -520,64 +303,6 @@ fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
     Some((rows, last_id))
 }
 
-/// A row's floats: borrowed straight from the map where alignment allows.
-fn floats(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
-    match bytemuck::try_cast_slice::<u8, f32>(bytes) {
-        Ok(v) if cfg!(target_endian = "little") => std::borrow::Cow::Borrowed(v),
-        _ => std::borrow::Cow::Owned(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-    }
-}
-
-/// Squared L2 distance from `q` to every row of `chunk` into `out`.
-fn squared_distances(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is built for.
-        unsafe { squared_distances_avx2(chunk, row_bytes, q, out) };
-        return;
-    }
-    squared_distances_portable(chunk, row_bytes, q, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn squared_distances_avx2(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
-    // Same code, compiled with 8-wide vectors.
-    squared_distances_portable(chunk, row_bytes, q, out)
-}
-
-#[inline(always)]
-fn squared_distances_portable(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
-    for (row, d) in chunk.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        *d = l2sq(&floats(&row[8..]), q);
-    }
-}
-
-/// Squared distance with eight independent accumulators, so the loop
-/// vectorises (a single running sum would serialise on the additions).
-#[inline(always)]
-pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            let t = x[i] - y[i];
-            acc[i] += t * t;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 #[cfg(test)]
 mod tests {
@@ -707,11 +432,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn distance_kernel_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-        assert!((l2sq(&a, &b) - naive).abs() < 1e-4);
-    }
 }
