@@ -2,12 +2,12 @@
 //! cut at a distance threshold, merged with union-find; byte-identical
 //! files (same blake3) are always grouped and labelled as such.
 
-use rayon::prelude::*;
+use std::path::PathBuf;
+
 use serde::Serialize;
 
 use crate::index::Index;
-use crate::search::{DEFAULT_EF, EXACT_BELOW};
-use crate::store::StoreError;
+use crate::search::{self, QueryOptions};
 
 /// A set of images that are near-duplicates of each other.
 #[derive(Debug, Clone, Serialize)]
@@ -22,7 +22,8 @@ pub struct DuplicateGroup {
 #[derive(Debug, Clone, Serialize)]
 pub struct DuplicateMember {
     pub id: u64,
-    pub path: String,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
+    pub path: PathBuf,
     /// Members sharing this number hold byte-identical files.
     pub identical_set: usize,
 }
@@ -89,38 +90,21 @@ pub fn duplicates(
             by_hash.insert(rec.hash, i);
         }
     }
-    // Near neighbours within the threshold. Vectors are read once; a small
-    // index is searched exactly in one batched pass (GEMM), a large one
-    // through the graph.
+    // Near neighbours within the threshold: every vector is a query, and
+    // the search planner picks the batched exact scan or the graph, as it
+    // does for any batch of queries.
     let mut ids = Vec::with_capacity(records.len());
-    let mut flat = Vec::new();
-    let dim = {
-        let ann = index.ann();
-        for (id, v) in ann.flat.iter() {
-            ids.push(id);
-            flat.extend_from_slice(&v);
-        }
-        ann.dim()
+    let mut vectors = Vec::with_capacity(records.len());
+    for (id, v) in index.ann().flat.iter() {
+        ids.push(id);
+        vectors.push(v.into_owned());
+    }
+    // Each image's own row comes back too: ask for one more.
+    let opts = QueryOptions {
+        k: neighbours + 1,
+        ..QueryOptions::default()
     };
-    let k = neighbours + 1;
-    let found: Vec<Vec<(u64, f32)>> = if ids.len() <= EXACT_BELOW {
-        let all = crate::knn::Vectors { dim, data: &flat };
-        crate::knn::exact_knn(&all, &all, k)
-            .map_err(|e| StoreError::Corrupt {
-                id: 0,
-                message: format!("exact search failed: {e}"),
-            })?
-            .into_iter()
-            .map(|row| row.into_iter().map(|(i, d2)| (ids[i], d2.sqrt())).collect())
-            .collect()
-    } else {
-        index.load_graph()?;
-        let ann = index.ann();
-        let graph = ann.loaded_graph().expect("loaded above");
-        flat.par_chunks(dim)
-            .map(|v| graph.search(v, k, DEFAULT_EF.max(k)))
-            .collect()
-    };
+    let (found, _) = search::neighbours(index, &vectors, &opts)?;
     for (id, hits) in ids.iter().zip(found) {
         let Some(&i) = pos.get(id) else { continue };
         for (other, d) in hits.into_iter().filter(|(o, d)| o != id && *d <= threshold) {
@@ -150,7 +134,7 @@ pub fn duplicates(
                     });
                     DuplicateMember {
                         id: *id,
-                        path: rec.path_buf().display().to_string(),
+                        path: rec.path_buf(),
                         identical_set: set,
                     }
                 })

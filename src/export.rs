@@ -29,6 +29,7 @@ pub enum ExportError {
     #[error("writing {path}: {error}")]
     Write {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
     #[error("record {id} has no stored latent (the store is inconsistent; run `imgsearch ingest` again on its folder)")]
@@ -230,7 +231,8 @@ fn write_line(w: &mut dyn Write, path: &Path, fields: &[String]) -> Result<(), E
     writeln!(w, "{}", line.join(",")).map_err(|error| write_err(path, error))
 }
 
-fn csv_field(f: &str) -> String {
+/// One CSV field, quoted (RFC 4180) when it holds a comma, quote or line break.
+pub fn csv_field(f: &str) -> String {
     if f.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", f.replace('"', "\"\""))
     } else {

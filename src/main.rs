@@ -1,1 +1,26 @@
-fn main() {}
+//! The `imgsearch` binary. Everything it does lives in the library; the
+//! command line (arguments, progress bars, tables) lives in [`cli`]. This
+//! file decides only how the process ends.
+//!
+//! Exit codes: 0 success; 1 failure (nothing was done); 2 bad usage (clap);
+//! 3 partial success (some inputs were skipped, each named on stderr).
+//! A closed standard output (`imgsearch query … | head -1`) ends the
+//! program quietly with 0: the reader had what it wanted.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(err) if cli::output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

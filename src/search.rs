@@ -68,6 +68,16 @@ pub enum Method {
     Exact,
 }
 
+impl Method {
+    /// The name JSON reports use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Hnsw => "hnsw",
+            Method::Exact => "exact",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
     pub rank: usize,
@@ -77,6 +87,7 @@ pub struct Hit {
     /// `1 / (1 + distance / sqrt(latent))`: 1 for identical latents, falling
     /// towards 0; comparable across models of different latent sizes.
     pub similarity: f32,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
     pub path: PathBuf,
     pub label: Option<String>,
 }
@@ -109,6 +120,22 @@ pub fn nearest_many(
     vectors: &[Vec<f32>],
     opts: &QueryOptions,
 ) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
+    let (found, method) = neighbours(index, vectors, opts)?;
+    let dim = index.model.latent_dim();
+    let hits = found
+        .into_par_iter()
+        .map(|found| to_hits(&index.store, found, dim))
+        .collect::<Result<_, _>>()?;
+    Ok((hits, method))
+}
+
+/// [`nearest_many`] as bare `(id, distance)` pairs, nearest first, for
+/// whole-index passes (duplicates) that need no record per hit.
+pub fn neighbours(
+    index: &Index,
+    vectors: &[Vec<f32>],
+    opts: &QueryOptions,
+) -> Result<(Vec<Vec<(u64, f32)>>, Method), SearchError> {
     let k = opts.k.max(1);
     let allowed = opts.filter.allowed_ids(&index.store)?;
     let candidates = allowed
@@ -119,8 +146,8 @@ pub fn nearest_many(
         index.load_graph()?;
     }
     let ann = index.ann();
-    let (store, ann) = (&index.store, &*ann);
-    let raw: Vec<Vec<(u64, f32)>> = match method {
+    let ann = &*ann;
+    let found: Vec<Vec<(u64, f32)>> = match method {
         Method::Exact => exact(ann, vectors, k, allowed.as_deref()),
         Method::Hnsw => {
             let graph = ann.loaded_graph().expect("loaded above");
@@ -134,11 +161,7 @@ pub fn nearest_many(
                 .collect()
         }
     };
-    let hits = raw
-        .into_par_iter()
-        .map(|found| to_hits(store, found, ann.dim()))
-        .collect::<Result<_, _>>()?;
-    Ok((hits, method))
+    Ok((found, method))
 }
 
 /// Picks the method for `queries` searches over `candidates` images.

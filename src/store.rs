@@ -67,6 +67,10 @@ pub enum StoreError {
     Db(#[from] sled::Error),
     #[error("corrupt record {id}: {message}")]
     Corrupt { id: u64, message: String },
+    #[error("corrupt index metadata `{key}`: {message}")]
+    CorruptMeta { key: &'static str, message: String },
+    #[error("a write to the index database was abandoned: {0}")]
+    Aborted(String),
 }
 
 /// One image.
@@ -257,9 +261,9 @@ impl Store {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    id: 0,
-                    message: format!("model stamp: {e}"),
+                .map_err(|e| StoreError::CorruptMeta {
+                    key: "model",
+                    message: e.to_string(),
                 }),
         }
     }
@@ -553,7 +557,7 @@ impl TxTrees<'_> {
 
 fn tx_error(e: TransactionError<String>) -> StoreError {
     match e {
-        TransactionError::Abort(message) => StoreError::Corrupt { id: 0, message },
+        TransactionError::Abort(message) => StoreError::Aborted(message),
         TransactionError::Storage(e) => StoreError::Db(e),
     }
 }

@@ -1,8 +1,106 @@
-//! Subcommands of the `imgsearch` binary that live outside `main.rs`: each
-//! file holds a command's arguments, its call into the library and its output.
+//! The command line: every flag (here and in [`args`]), one file per
+//! command under [`commands`], and the only code that touches clap,
+//! indicatif and standard output ([`output`], [`progress`]).
+//!
+//! A command parses into its `Args` struct, calls the library, and prints a
+//! typed report; it returns an [`Outcome`] and `main` turns that (or an
+//! error) into the exit code.
 
-pub mod anomalies;
-pub mod export;
-pub mod knn;
-pub mod restore;
-pub mod serve;
+pub mod args;
+pub mod commands;
+pub mod output;
+pub mod progress;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use commands::*;
+pub use output::Outcome;
+
+#[derive(Parser)]
+#[command(
+    name = "imgsearch",
+    version,
+    about = "Search, sort and check a pile of images on your own machine, offline",
+    long_about = "imgsearch embeds images with a small convolutional autoencoder (trained \
+without labels) and works on those embeddings. Four default models are built in: \
+`digits` (MNIST), `digits-denoise` (MNIST, trained to remove noise), `fashion` \
+(Fashion-MNIST) and `photos` (32x32 natural images).\n\n\
+Exit codes: 0 success, 1 failure, 2 bad usage, 3 partial success (some inputs skipped). \
+Output piped into a reader that stops early (`| head`) ends quietly with 0."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Walk a folder, embed every image, store and index it (incremental, resumable).
+    Ingest(ingest::Args),
+    /// Find the indexed images most similar to an image (or several).
+    Query(query::Args),
+    /// Predict labels by a vote of the nearest labelled indexed images (kNN).
+    Classify(classify::Args),
+    /// Measure kNN classification on a labelled test folder: accuracy,
+    /// per-class precision/recall, confusion matrix, timings; optionally
+    /// beside raw pixels (--baseline raw) and exact search (--exact).
+    Eval(eval::Args),
+    /// Indexed images ranked by reconstruction error (what the model finds
+    /// unusual); --check scores new images against the index.
+    Anomalies(anomalies::Args),
+    /// The autoencoder's rebuild of an image (--sheet: original |
+    /// reconstruction | difference).
+    Reconstruct(restore::ReconstructArgs),
+    /// Remove noise with a model trained as a denoiser (default digits-denoise).
+    Denoise(restore::DenoiseArgs),
+    /// Fill masked pixels by iterating reconstruction, known pixels kept.
+    Inpaint(restore::InpaintArgs),
+    /// Write the index's latents with path, label and reconstruction error
+    /// (jsonl, csv or npy) for pandas, numpy, sklearn.
+    Export(export::Args),
+    /// Serve the index over HTTP: a JSON API (search, classify, ingest jobs,
+    /// images, anomalies, duplicates) and a web page at `/`.
+    Serve(serve::Args),
+    /// Groups of near-duplicate images in the index (byte-identical ones marked).
+    Duplicates(duplicates::Args),
+    /// Show what an index holds: model, counts, roots, labels, size on disk.
+    Status(status::Args),
+    /// Re-embed every image of an index with another model (re-ingests its roots).
+    Reindex(reindex::Args),
+    /// Rebuild the HNSW graph without the tombstones of removed images.
+    Compact(compact::Args),
+    /// Print the latent vector (embedding) of each image.
+    Embed(embed::Args),
+    /// Train an autoencoder on every image under a folder.
+    Train(train::Args),
+    /// Work with the standard datasets (MNIST, Fashion-MNIST, CIFAR-10).
+    #[command(subcommand)]
+    Dataset(dataset::Command),
+    /// List the built-in default models and what their headers record.
+    Models(models::Args),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Ingest(args) => ingest::run(args),
+        Command::Query(args) => query::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Anomalies(args) => anomalies::run(args),
+        Command::Reconstruct(args) => restore::reconstruct(args),
+        Command::Denoise(args) => restore::denoise(args),
+        Command::Inpaint(args) => restore::inpaint(args),
+        Command::Export(args) => export::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Duplicates(args) => duplicates::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Reindex(args) => reindex::run(args),
+        Command::Compact(args) => compact::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Dataset(command) => dataset::run(command),
+        Command::Models(args) => models::run(args),
+    }
+}

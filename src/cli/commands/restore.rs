@@ -2,41 +2,41 @@
 //! restorer. Outputs are always the input's size; `--fit` says how a larger
 //! or smaller image meets the model's window.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use image::DynamicImage;
-use serde_json::json;
+use serde::Serialize;
 
-use imgsearch::imageio::{self, DecodeLimits};
+use imgsearch::imageio;
 use imgsearch::model::{self, Model};
 use imgsearch::restore::{self, Fit, Planes};
 use imgsearch::sheet;
 
-use crate::{progress_bar, spinner};
+use crate::cli::args::{DecodeArgs, FitArg};
+use crate::cli::output::{self, Outcome, Table};
+use crate::cli::progress::Bar;
 
 /// The default model for `denoise`.
-pub const DENOISE_MODEL: &str = "digits-denoise";
+const DENOISE_MODEL: &str = "digits-denoise";
 
-#[derive(Args)]
+#[derive(clap::Args)]
 pub struct RestoreCommon {
     /// How an image that is not the model's size meets it: `tiles`
     /// (overlapping model-sized windows at full resolution, blended) or
     /// `resize` (the whole image to the model's size and back; for content
     /// at the model's scale, such as one large digit).
-    #[arg(long, value_enum, default_value_t = Fit::Tiles)]
-    fit: Fit,
-    /// Refuse inputs larger than this many megapixels.
-    #[arg(long, default_value_t = imageio::DEFAULT_MAX_MEGAPIXELS)]
-    max_megapixels: f64,
+    #[arg(long, value_enum, default_value_t = FitArg::Tiles)]
+    fit: FitArg,
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Args)]
+#[derive(clap::Args)]
 pub struct ReconstructArgs {
     /// The image to reconstruct.
     input: PathBuf,
@@ -53,7 +53,7 @@ pub struct ReconstructArgs {
     common: RestoreCommon,
 }
 
-#[derive(Args)]
+#[derive(clap::Args)]
 pub struct DenoiseArgs {
     /// The noisy image.
     input: PathBuf,
@@ -68,7 +68,7 @@ pub struct DenoiseArgs {
     common: RestoreCommon,
 }
 
-#[derive(Args)]
+#[derive(clap::Args)]
 pub struct InpaintArgs {
     /// The image with missing or damaged pixels.
     input: PathBuf,
@@ -89,12 +89,47 @@ pub struct InpaintArgs {
     common: RestoreCommon,
 }
 
-pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
+/// What every restore command reports: the files, the model and the size.
+#[derive(Serialize)]
+struct Restored {
+    input: PathBuf,
+    output: Option<PathBuf>,
+    model: String,
+    fit: Fit,
+    width: usize,
+    height: usize,
+    #[serde(flatten)]
+    result: RestoreResult,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RestoreResult {
+    Reconstructed {
+        sheet: Option<PathBuf>,
+        mse: f64,
+        psnr_db: f64,
+    },
+    Denoised {
+        trained_noise_sigma: Option<f64>,
+        rms_change: f64,
+    },
+    Inpainted {
+        mask: PathBuf,
+        filled_pixels: usize,
+        iterations: usize,
+        last_change: f64,
+    },
+}
+
+pub fn reconstruct(args: ReconstructArgs) -> Result<Outcome> {
     let model = load_model(&args.model)?;
     let (image, input) = read(&args.input, &model, &args.common)?;
-    let spin = spinner("reconstructing");
-    let recon = restore::reconstruct(&model, &input, args.common.fit)?;
-    spin.finish_and_clear();
+    let fit = args.common.fit.into();
+    let recon = {
+        let _spinner = Bar::spinner("reconstructing");
+        restore::reconstruct(&model, &input, fit)?
+    };
     let mse = recon.mse(&input, None);
     if let Some(out) = &args.out {
         write(&recon, out)?;
@@ -109,88 +144,104 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<ExitCode> {
         sheet::write_grid(&items, 3, out)
             .with_context(|| format!("writing the sheet {}", out.display()))?;
     }
-    let report = json!({
-        "input": args.input, "output": args.out, "sheet": args.sheet,
-        "model": model.name, "fit": args.common.fit,
-        "width": input.width, "height": input.height,
-        "mse": mse, "psnr_db": restore::psnr(mse),
-    });
-    print_report(&report, args.common.json, || {
-        format!(
-            "reconstructed {} ({}x{}) with {}: mean squared error {mse:.5} (PSNR {:.2} dB)",
-            args.input.display(),
-            input.width,
-            input.height,
-            model.name,
-            restore::psnr(mse)
-        )
-    })
-}
-
-pub fn denoise(args: DenoiseArgs) -> Result<ExitCode> {
-    let model = load_model(&args.model)?;
-    let (_, input) = read(&args.input, &model, &args.common)?;
-    let spin = spinner("denoising");
-    let clean = restore::denoise(&model, &input, args.common.fit)?;
-    spin.finish_and_clear();
-    write(&clean, &args.out)?;
-    let change = clean.mse(&input, None).sqrt();
-    let report = json!({
-        "input": args.input, "output": args.out, "model": model.name,
-        "trained_noise_sigma": model.denoising_sigma(), "fit": args.common.fit,
-        "width": input.width, "height": input.height, "rms_change": change,
-    });
-    print_report(&report, args.common.json, || {
-        format!(
-            "denoised {} ({}x{}) with {} -> {} (RMS change {change:.4})",
-            args.input.display(),
-            input.width,
-            input.height,
-            model.name,
-            args.out.display()
-        )
-    })
-}
-
-pub fn inpaint(args: InpaintArgs) -> Result<ExitCode> {
-    let model = load_model(&args.model)?;
-    let (_, input) = read(&args.input, &model, &args.common)?;
-    let limits = DecodeLimits {
-        max_megapixels: args.common.max_megapixels,
+    let result = RestoreResult::Reconstructed {
+        sheet: args.sheet,
+        mse,
+        psnr_db: restore::psnr(mse),
     };
-    let mask = imageio::decode_file(&args.mask, limits)
+    report(args.input, args.out, &model, fit, &input, result, args.common.json)
+}
+
+pub fn denoise(args: DenoiseArgs) -> Result<Outcome> {
+    let model = load_model(&args.model)?;
+    let (_, input) = read(&args.input, &model, &args.common)?;
+    let fit = args.common.fit.into();
+    let clean = {
+        let _spinner = Bar::spinner("denoising");
+        restore::denoise(&model, &input, fit)?
+    };
+    write(&clean, &args.out)?;
+    let result = RestoreResult::Denoised {
+        trained_noise_sigma: model.denoising_sigma(),
+        rms_change: clean.mse(&input, None).sqrt(),
+    };
+    let json = args.common.json;
+    report(args.input, Some(args.out), &model, fit, &input, result, json)
+}
+
+pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
+    let model = load_model(&args.model)?;
+    let (_, input) = read(&args.input, &model, &args.common)?;
+    let fit = args.common.fit.into();
+    let mask = imageio::decode_file(&args.mask, args.common.decode.limits())
         .with_context(|| format!("reading the mask {}", args.mask.display()))?;
     let missing = restore::mask_from_image(&mask, input.width, input.height)
         .with_context(|| format!("mask {}", args.mask.display()))?;
-    let bar = progress_bar("passes", || args.iterations as u64);
-    let (filled, report) = restore::inpaint(
-        &model,
-        &input,
-        &missing,
-        args.common.fit,
-        args.iterations,
-        &|| bar.inc(1),
-    )?;
-    bar.finish_and_clear();
+    let (filled, done) = {
+        let bar = Bar::new();
+        restore::inpaint(&model, &input, &missing, fit, args.iterations, &bar)?
+    };
     write(&filled, &args.out)?;
-    let json = json!({
-        "input": args.input, "mask": args.mask, "output": args.out, "model": model.name,
-        "fit": args.common.fit, "width": input.width, "height": input.height,
-        "filled_pixels": report.filled_pixels, "iterations": report.iterations,
-        "last_change": report.last_change,
-    });
-    print_report(&json, args.common.json, || {
-        format!(
-            "filled {} of {} pixels of {} with {} in {} iterations (last RMS change {:.5}) -> {}",
-            report.filled_pixels,
-            input.width * input.height,
-            args.input.display(),
-            model.name,
-            report.iterations,
-            report.last_change,
-            args.out.display()
-        )
-    })
+    let result = RestoreResult::Inpainted {
+        mask: args.mask,
+        filled_pixels: done.filled_pixels,
+        iterations: done.iterations,
+        last_change: done.last_change,
+    };
+    let json = args.common.json;
+    report(args.input, Some(args.out), &model, fit, &input, result, json)
+}
+
+fn report(
+    input: PathBuf,
+    output: Option<PathBuf>,
+    model: &Model,
+    fit: Fit,
+    planes: &Planes,
+    result: RestoreResult,
+    json: bool,
+) -> Result<Outcome> {
+    let report = Restored {
+        input,
+        output,
+        model: model.name.clone(),
+        fit,
+        width: planes.width,
+        height: planes.height,
+        result,
+    };
+    output::print(&report, json)?;
+    Ok(Outcome::Success)
+}
+
+impl Table for Restored {
+    fn table(&self, out: &mut dyn Write) -> io::Result<()> {
+        let (input, size) = (self.input.display(), format!("{}x{}", self.width, self.height));
+        let output = self.output.as_deref().unwrap_or(Path::new("-")).display();
+        match &self.result {
+            RestoreResult::Reconstructed { mse, psnr_db, .. } => writeln!(
+                out,
+                "reconstructed {input} ({size}) with {}: mean squared error {mse:.5} (PSNR {psnr_db:.2} dB)",
+                self.model
+            ),
+            RestoreResult::Denoised { rms_change, .. } => writeln!(
+                out,
+                "denoised {input} ({size}) with {} -> {output} (RMS change {rms_change:.4})",
+                self.model
+            ),
+            RestoreResult::Inpainted {
+                filled_pixels,
+                iterations,
+                last_change,
+                ..
+            } => writeln!(
+                out,
+                "filled {filled_pixels} of {} pixels of {input} with {} in {iterations} iterations (last RMS change {last_change:.5}) -> {output}",
+                self.width * self.height,
+                self.model
+            ),
+        }
+    }
 }
 
 fn load_model(spec: &str) -> Result<Model> {
@@ -200,32 +251,19 @@ fn load_model(spec: &str) -> Result<Model> {
 /// The decoded image (EXIF orientation applied) and its planes in the
 /// model's colour space (gray for 1-channel models).
 fn read(path: &Path, model: &Model, common: &RestoreCommon) -> Result<(DynamicImage, Planes)> {
-    let limits = DecodeLimits {
-        max_megapixels: common.max_megapixels,
-    };
-    let image = imageio::decode_file(path, limits)
+    let image = imageio::decode_file(path, common.decode.limits())
         .with_context(|| format!("reading {}", path.display()))?;
     let planes = Planes::from_image(&image, model.channels());
     Ok((image, planes))
 }
 
-/// Writes in the format the extension names, through a temporary file
-/// renamed into place, so a failure never leaves a half-written output.
+/// Writes in the format the extension names, atomically: a failure never
+/// leaves a half-written output.
 fn write(planes: &Planes, out: &Path) -> Result<()> {
     let format = image::ImageFormat::from_path(out)
         .with_context(|| format!("writing {}: unknown image format", out.display()))?;
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = planes
-        .to_image()
-        .save_with_format(&tmp, format)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(std::fs::rename(&tmp, out)?));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing {}", out.display()))
+    imgsearch::fsutil::save_image(&planes.to_image(), out, format)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 /// |a − b| per value, stretched so the largest difference is white.
@@ -241,17 +279,4 @@ fn difference(a: &Planes, b: &Planes) -> Planes {
         data: diff.into_iter().map(|d| d / max).collect(),
         ..a.clone()
     }
-}
-
-fn print_report(
-    report: &serde_json::Value,
-    json: bool,
-    line: impl FnOnce() -> String,
-) -> Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        println!("{}", line());
-    }
-    Ok(ExitCode::SUCCESS)
 }

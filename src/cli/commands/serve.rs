@@ -3,20 +3,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use tracing_subscriber::EnvFilter;
 
-use imgsearch::imageio::{DecodeLimits, DEFAULT_MAX_MEGAPIXELS};
 use imgsearch::index::Index;
 use imgsearch::serve::{self, ServeOptions};
 
-#[derive(Args)]
-pub struct ServeArgs {
+use crate::cli::args::{DecodeArgs, IndexArg};
+use crate::cli::output::Outcome;
+
+#[derive(clap::Args)]
+pub struct Args {
     #[command(flatten)]
-    index: crate::IndexArg,
+    index: IndexArg,
     /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, default_value = serve::DEFAULT_ADDR)]
     addr: SocketAddr,
@@ -31,14 +31,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 20)]
     max_upload_mb: usize,
     /// Largest uploaded image in megapixels; larger gets 413.
-    #[arg(long, default_value_t = DEFAULT_MAX_MEGAPIXELS)]
-    max_megapixels: f64,
+    #[command(flatten)]
+    decode: DecodeArgs,
     /// Seconds a request may take before it is answered 408.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
 }
 
-pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<Outcome> {
     // Structured logs on stderr; IMGSEARCH_LOG takes a tracing filter
     // (e.g. `debug`, or `imgsearch=info,tower_http=debug`).
     let filter = EnvFilter::try_from_env("IMGSEARCH_LOG")
@@ -55,14 +55,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         addr: args.addr,
         allow_roots: args.allow_roots,
         max_upload: args.max_upload_mb << 20,
-        limits: DecodeLimits {
-            max_megapixels: args.max_megapixels,
-        },
+        limits: args.decode.limits(),
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
     };
     serve::serve(index, opts, |addr| {
         eprintln!("listening on http://{addr}");
     })
     .with_context(|| format!("serving {}", dir.display()))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Outcome::Success)
 }

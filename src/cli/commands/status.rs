@@ -1,0 +1,66 @@
+//! `imgsearch status`: what an index holds.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+
+use imgsearch::index::{Index, Status};
+
+use crate::cli::args::IndexArg;
+use crate::cli::output::{self, Outcome, Table};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    index: IndexArg,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let index = Index::open(&args.index.index, None, false)?;
+    output::print(&index.status()?, args.json)?;
+    Ok(Outcome::Success)
+}
+
+impl Table for Status {
+    fn table(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "index       {}", self.index.display())?;
+        writeln!(
+            out,
+            "model       {} ({}, latent {})",
+            self.model.name, self.model.fingerprint, self.model.latent
+        )?;
+        writeln!(out, "schema      v{}", self.schema_version)?;
+        writeln!(out, "images      {}", self.images)?;
+        writeln!(
+            out,
+            "tombstones  {} (flat file holds {} rows, graph {})",
+            self.tombstones,
+            self.ann.flat_rows,
+            self.ann
+                .graph_points
+                .map_or("not built yet".into(), |p| format!("{p} points"))
+        )?;
+        writeln!(
+            out,
+            "size        {:.1} MB on disk",
+            self.bytes_on_disk as f64 / 1e6
+        )?;
+        for r in &self.roots {
+            writeln!(out, "root        {}", r.display())?;
+        }
+        if !self.labels.is_empty() {
+            writeln!(
+                out,
+                "labels      {} (+{} unlabelled)",
+                self.labels.len(),
+                self.unlabelled
+            )?;
+            for (label, n) in &self.labels {
+                writeln!(out, "  {label:<20} {n:>8}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Everything the command line prints to standard output goes through here:
+//! a typed `Serialize` report, written either as JSON or as the table its
+//! [`Table`] impl draws. Both views come from the same struct, so a field
+//! cannot be in one and silently missing from the other.
+//!
+//! Writes return `io::Result` instead of panicking like `println!`, so a
+//! reader that closes the pipe early ends the program quietly
+//! ([`is_broken_pipe`]).
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+/// How a command's own work went, as the process's exit code tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done (exit 0).
+    Success,
+    /// Some inputs were skipped, each named on stderr (exit 3).
+    Partial,
+    /// Nothing could be done (exit 1).
+    Failure,
+}
+
+impl Outcome {
+    /// The outcome of a run that did `done` inputs and skipped `failed`.
+    pub fn of(done: usize, failed: usize) -> Self {
+        match (done, failed) {
+            (_, 0) => Self::Success,
+            (0, _) => Self::Failure,
+            _ => Self::Partial,
+        }
+    }
+
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Success => ExitCode::SUCCESS,
+            Self::Partial => ExitCode::from(3),
+            Self::Failure => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// A report's human-readable view.
+pub trait Table {
+    fn table(&self, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// Prints `report` on standard output: pretty JSON with `json`, else its table.
+pub fn print<R: Serialize + Table>(report: &R, json: bool) -> io::Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        print_with(|out| report.table(out))
+    }
+}
+
+/// Prints `value` as pretty JSON on standard output.
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> io::Result<()> {
+    print_with(|out| {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        writeln!(out)
+    })
+}
+
+/// Runs `draw` against buffered, locked standard output, then flushes.
+pub fn print_with(draw: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    draw(&mut out)?;
+    out.flush()
+}
+
+/// Whether an error comes from writing to a pipe whose reader has gone.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Cuts `s` to at most `width` characters (for table columns).
+pub fn truncate(s: &str, width: usize) -> String {
+    s.chars().take(width).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_follows_done_and_failed() {
+        assert_eq!(Outcome::of(3, 0), Outcome::Success);
+        assert_eq!(Outcome::of(0, 0), Outcome::Success);
+        assert_eq!(Outcome::of(2, 1), Outcome::Partial);
+        assert_eq!(Outcome::of(0, 2), Outcome::Failure);
+    }
+
+    #[test]
+    fn broken_pipe_is_found_through_context() {
+        let err = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("printing results");
+        assert!(is_broken_pipe(&err));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("no index")));
+    }
+}
