@@ -15,8 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
-
 use imgsearch::anomaly::{self, AnomalyOptions, Combine};
 use imgsearch::dataset::{self, DatasetName, Split};
 use imgsearch::imageio;
@@ -64,7 +62,7 @@ fn main() -> anyhow::Result<()> {
         &index,
         &pile,
         &IngestOptions::default(),
-        &ProgressBar::hidden(),
+        &imgsearch::progress::NoProgress,
     )?;
     println!(
         "indexed {} images ({} new) with `digits` in {:.1} s",
@@ -103,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         };
         let started = Instant::now();
-        let ranking = match anomaly::rank(&index, &opts, &|_, _| {}) {
+        let ranking = match anomaly::rank(&index, &opts, &imgsearch::progress::NoProgress) {
             Ok(r) => r,
             Err(e) => {
                 println!("| {} | skipped: {e} |", models.join(", "));
@@ -177,7 +175,7 @@ fn footwear_alone(ranking: &anomaly::Ranking) -> (Vec<usize>, Option<(usize, f32
             shoes.push(digits_above + 1);
         } else if ["sneaker", "sandal", "ankle_boot"]
             .iter()
-            .any(|c| s.path.contains(&format!("/{c}-")))
+            .any(|c| s.path.to_string_lossy().contains(&format!("/{c}-")))
         {
             shoes.push(digits_above + 1);
         }

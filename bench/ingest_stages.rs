@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use imgsearch::ann::{Graph, HnswParams};
-use imgsearch::imageio::{self, DecodeLimits, Pixels};
+use imgsearch::imageio::{DecodeLimits, Pixels};
 use imgsearch::index::Index;
 use imgsearch::ingest::{self, IngestOptions};
 use imgsearch::knn::{self, Vectors};
@@ -42,7 +42,8 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(HnswParams::default().ef_construction),
     };
-    let (files, _) = imgsearch::walk::image_files(std::path::Path::new(&dir));
+    let (files, _) = imgsearch::walk::Walker::new()
+        .collect(std::path::Path::new(&dir), &imgsearch::progress::NoProgress);
     let n = files.len();
     println!(
         "{dir}: {n} images, model `{model_name}`, {} threads",
@@ -50,11 +51,12 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
 
-    let (size, channels) = (model.input_size(), model.channels());
+    let shape = model.input_shape();
     let t = Instant::now();
     let pixels: Vec<Pixels> = files
         .par_iter()
-        .filter_map(|p| imageio::load_pixels(p, size, channels, DecodeLimits::default()).ok())
+        .filter_map(|p| imgsearch::prepare::file(p, shape, DecodeLimits::default()).ok())
+        .map(|(_, image)| image.pixels)
         .collect();
     rows.push((
         "decode + resize".into(),
@@ -157,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         &index,
         std::path::Path::new(&dir),
         &IngestOptions::default(),
-        &indicatif::ProgressBar::hidden(),
+        &imgsearch::progress::NoProgress,
     )?;
     let whole = t.elapsed().as_secs_f64();
     rows.push(("whole ingest".into(), whole, report.encoded as f64));

@@ -17,7 +17,6 @@ use imgsearch::eval::{self, EvalOptions};
 use imgsearch::index::Index;
 use imgsearch::ingest::{self, IngestOptions};
 use imgsearch::knn::{self, Vectors, Weighting};
-use indicatif::ProgressBar;
 
 #[path = "pca.rs"]
 mod pca;
@@ -114,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                 &index,
                 &train_dir,
                 &IngestOptions::default(),
-                &ProgressBar::hidden(),
+                &imgsearch::progress::NoProgress,
             )?;
             println!(
                 "  {spec}: ingested {} new of {} in {:.1}s",
@@ -126,7 +125,7 @@ fn main() -> anyhow::Result<()> {
                 raw_baseline: !raw_done,
                 ..Default::default()
             };
-            let r = eval::evaluate(&index, &test_dir, &opts, &ProgressBar::hidden())?;
+            let r = eval::evaluate(&index, &test_dir, &opts, &imgsearch::progress::NoProgress)?;
             raw_done = true;
             let dim = r.latent.dim;
             let started = Instant::now();

@@ -112,9 +112,16 @@ fn main() -> anyhow::Result<()> {
         (out, start.elapsed().as_secs_f64())
     };
     let (mean_fill, secs) = timed(&|c, m| {
-        restore::inpaint(&models[0].1, c, m, Fit::Tiles, 0, &imgsearch::progress::NoProgress)
-            .expect("no model pass")
-            .0
+        restore::inpaint(
+            &models[0].1,
+            c,
+            m,
+            Fit::Tiles,
+            0,
+            &imgsearch::progress::NoProgress,
+        )
+        .expect("no model pass")
+        .0
     });
     report("mean fill", &mean_fill, secs);
     let (nn_fill, secs) = timed(&nearest_fill);
@@ -122,9 +129,16 @@ fn main() -> anyhow::Result<()> {
     for (name, model) in &models {
         for iterations in [1, 5, restore::INPAINT_ITERATIONS] {
             let (filled, secs) = timed(&|c, m| {
-                restore::inpaint(model, c, m, Fit::Tiles, iterations, &imgsearch::progress::NoProgress)
-                    .expect("inpaint")
-                    .0
+                restore::inpaint(
+                    model,
+                    c,
+                    m,
+                    Fit::Tiles,
+                    iterations,
+                    &imgsearch::progress::NoProgress,
+                )
+                .expect("inpaint")
+                .0
             });
             report(&format!("{name}, {iterations} iterations"), &filled, secs);
         }

@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -86,9 +85,12 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&base_index);
         let index = Index::open(&base_index, Some("digits"), true)?;
         let t = Instant::now();
-        let bar = ProgressBar::new(base_n as u64);
-        let report = ingest::ingest(&index, &pile, &IngestOptions::default(), &bar)?;
-        bar.finish_and_clear();
+        let report = ingest::ingest(
+            &index,
+            &pile,
+            &IngestOptions::default(),
+            &imgsearch::progress::NoProgress,
+        )?;
         println!(
             "base index: {} images ingested in {:.0} s",
             report.added,

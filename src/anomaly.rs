@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::filter::Filter;
 use crate::imageio::DecodeLimits;
-use crate::prepare;
-use crate::report::Failure;
-use crate::progress::Progress;
 use crate::index::Index;
 use crate::model::{Model, ModelError};
-use crate::filter::Filter;
+use crate::prepare;
+use crate::progress::Progress;
+use crate::report::Failure;
 use crate::store::{Record, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -443,7 +443,7 @@ mod tests {
     fn scored(id: u64, label: Option<&str>, score: f32) -> Scored {
         Scored {
             id,
-            path: format!("/x/{id}.png"),
+            path: format!("/x/{id}.png").into(),
             label: label.map(str::to_string),
             errors: vec![score],
             score,

@@ -15,14 +15,14 @@ use serde::Serialize;
 use crate::classify::{self, ClassifyError, ClassifyOptions, Prediction};
 use crate::imageio::{DecodeLimits, Pixels};
 use crate::index::Index;
+use crate::knn::{self, Vectors, Weighting};
+use crate::labels::LabelSource;
 use crate::prepare;
 use crate::progress::{NoProgress, Progress};
 use crate::report::Failure;
-use crate::walk::Walker;
-use crate::knn::{self, Vectors, Weighting};
-use crate::labels::LabelSource;
 use crate::search::Method;
 use crate::store::StoreError;
+use crate::walk::Walker;
 
 /// Test images encoded per model call.
 const ENCODE_BATCH: usize = 1024;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::index::Index;
 use crate::filter::Filter;
+use crate::index::Index;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -76,10 +76,7 @@ impl Filter {
     ) -> Result<Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>, StoreError> {
         Ok(match self.allowed_ids(store)? {
             Some(ids) => Box::new(ids.into_iter().filter_map(move |id| {
-                store
-                    .record(id)
-                    .transpose()
-                    .map(|r| r.map(|rec| (id, rec)))
+                store.record(id).transpose().map(|r| r.map(|rec| (id, rec)))
             })),
             None => Box::new(store.records()),
         })

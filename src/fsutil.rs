@@ -22,9 +22,7 @@ pub fn write_atomically<T, E>(
         let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
         let mut out = BufWriter::new(file);
         let value = write(&mut out)?;
-        let file = out
-            .into_inner()
-            .map_err(|e| io_err(&tmp, e.into_error()))?;
+        let file = out.into_inner().map_err(|e| io_err(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io_err(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
         sync_parent(path).map_err(|e| io_err(path, e))?;

@@ -118,7 +118,13 @@ mod tests {
     #[test]
     fn walks_sorted_excludes_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        for p in ["b/2.png", "a/1.JPG", "a/skip/3.png", "a/notes.txt", "c.tmp.png"] {
+        for p in [
+            "b/2.png",
+            "a/1.JPG",
+            "a/skip/3.png",
+            "a/notes.txt",
+            "c.tmp.png",
+        ] {
             let path = dir.path().join(p);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"x").unwrap();

@@ -107,7 +107,6 @@ fn tile_distances_portable(
     }
 }
 
-
 /// A row's floats: borrowed straight from the map where alignment allows.
 pub fn floats(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
     match bytemuck::try_cast_slice::<u8, f32>(bytes) {
@@ -120,7 +119,6 @@ pub fn floats(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
         ),
     }
 }
-
 
 /// Squared L2 distance from `q` to every row of `chunk` into `out`.
 pub fn squared_distances(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
@@ -171,7 +169,6 @@ pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
-
 
 #[cfg(test)]
 mod tests {

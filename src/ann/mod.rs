@@ -10,8 +10,8 @@
 //! while `serve` and whole-index jobs keep the graph in memory.
 
 pub mod flat;
-pub mod kernels;
 pub mod hnsw;
+pub mod kernels;
 
 use std::path::{Path, PathBuf};
 

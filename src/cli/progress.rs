@@ -4,8 +4,8 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use imgsearch::progress::Progress;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar (or spinner) that shows only on a terminal.
 pub struct Bar(ProgressBar);

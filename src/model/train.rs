@@ -15,11 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::autoencoder::{ArchConfig, Autoencoder};
+use super::file::{self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE};
 use crate::prepare::{self, InputShape};
 use crate::progress::Progress;
 use crate::report::Failure;
 use crate::walk::Walker;
-use super::file::{self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE};
 
 /// Reconstruction loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -303,10 +303,10 @@ fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
     Some((rows, last_id))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ann::kernels::l2sq;
     use crate::store::{Change, Record};
 
     fn record(n: u8) -> Record {
@@ -431,5 +431,4 @@ mod tests {
             }
         }
     }
-
 }

@@ -187,4 +187,3 @@ impl Tile {
         tile_distances(&self.columns, [q, q2.unwrap_or(q)], out, out2);
     }
 }
-

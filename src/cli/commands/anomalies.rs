@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use imgsearch::anomaly::{self, AnomalyOptions, Check, Combine, ModelScale, Ranking, Scored, Select};
+use imgsearch::anomaly::{
+    self, AnomalyOptions, Check, Combine, ModelScale, Ranking, Scored, Select,
+};
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::Index;
 use imgsearch::report::Failure;

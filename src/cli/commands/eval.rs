@@ -77,48 +77,57 @@ pub fn run(args: Args) -> Result<Outcome> {
 impl Table for EvalReport {
     fn table(&self, out: &mut dyn Write) -> io::Result<()> {
         let r = self;
-    writeln!(out, 
-        "{} test images from {} against {} labelled indexed images; k={}, {} vote",
-        r.images,
-        r.test_dir.display(),
-        r.voters,
-        r.k,
-        match r.weighting {
-            Weighting::Majority => "majority",
-            Weighting::InverseDistance => "1/distance weighted",
+        writeln!(
+            out,
+            "{} test images from {} against {} labelled indexed images; k={}, {} vote",
+            r.images,
+            r.test_dir.display(),
+            r.voters,
+            r.k,
+            match r.weighting {
+                Weighting::Majority => "majority",
+                Weighting::InverseDistance => "1/distance weighted",
+            }
+        )?;
+        if r.unlabelled > 0 {
+            writeln!(
+                out,
+                "{} test images without a label were left out",
+                r.unlabelled
+            )?;
         }
-    )?;
-    if r.unlabelled > 0 {
-        writeln!(out, "{} test images without a label were left out", r.unlabelled)?;
-    }
-    if r.in_index > 0 {
-        writeln!(out, 
-            "{} test images are also in the index; their indexed copies did not vote",
-            r.in_index
+        if r.in_index > 0 {
+            writeln!(
+                out,
+                "{} test images are also in the index; their indexed copies did not vote",
+                r.in_index
+            )?;
+        }
+        writeln!(
+            out,
+            "decode {:.2}s, encode {:.2}s ({:.3} ms/image)\n",
+            r.decode_s, r.encode_s, r.encode_ms_per_image
         )?;
-    }
-    writeln!(out, 
-        "decode {:.2}s, encode {:.2}s ({:.3} ms/image)\n",
-        r.decode_s, r.encode_s, r.encode_ms_per_image
-    )?;
-    writeln!(out, 
-        "{:<12} {:>6} {:>7} {:>10} {:>11} {:>12} {:>10}",
-        "vectors", "dim", "method", "accuracy", "vectors s", "search s", "ms/image"
-    )?;
-    for s in std::iter::once(&r.latent).chain(&r.raw) {
-        writeln!(out, 
-            "{:<12} {:>6} {:>7} {:>9.2}% {:>11.2} {:>12.3} {:>10.4}",
-            s.representation,
-            s.dim,
-            s.method.as_str(),
-            100.0 * s.accuracy,
-            s.vectors_s,
-            s.search_s,
-            s.search_ms_per_image
+        writeln!(
+            out,
+            "{:<12} {:>6} {:>7} {:>10} {:>11} {:>12} {:>10}",
+            "vectors", "dim", "method", "accuracy", "vectors s", "search s", "ms/image"
         )?;
-    }
-    if let Some(x) = &r.exact_check {
-        writeln!(out, 
+        for s in std::iter::once(&r.latent).chain(&r.raw) {
+            writeln!(
+                out,
+                "{:<12} {:>6} {:>7} {:>9.2}% {:>11.2} {:>12.3} {:>10.4}",
+                s.representation,
+                s.dim,
+                s.method.as_str(),
+                100.0 * s.accuracy,
+                s.vectors_s,
+                s.search_s,
+                s.search_ms_per_image
+            )?;
+        }
+        if let Some(x) = &r.exact_check {
+            writeln!(out, 
             "\nhnsw vs exact: accuracy {:.2}% vs {:.2}%, same label {:.2}%, voter recall {:.4}, search {:.3}s vs {:.3}s",
             100.0 * x.hnsw_accuracy,
             100.0 * x.exact_accuracy,
@@ -127,19 +136,21 @@ impl Table for EvalReport {
             x.hnsw_search_s,
             x.exact_search_s
         )?;
-    }
-    print_classes(&r.latent, out)
+        }
+        print_classes(&r.latent, out)
     }
 }
 
 fn print_classes(s: &Score, out: &mut dyn Write) -> io::Result<()> {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
-    writeln!(out, 
+    writeln!(
+        out,
         "\n{:<16} {:>8} {:>10} {:>10}",
         "label", "support", "precision", "recall"
     )?;
     for c in &s.per_class {
-        writeln!(out, 
+        writeln!(
+            out,
             "{:<16} {:>8} {:>10} {:>10}",
             c.label,
             c.support,
@@ -155,7 +166,10 @@ fn print_classes(s: &Score, out: &mut dyn Write) -> io::Result<()> {
         .max()
         .unwrap_or(1)
         .clamp(5, 12);
-    writeln!(out, "\nconfusion matrix (rows: true label, columns: predicted)")?;
+    writeln!(
+        out,
+        "\nconfusion matrix (rows: true label, columns: predicted)"
+    )?;
     write!(out, "{:<width$}", "")?;
     for l in &s.confusion.labels {
         write!(out, " {:>width$}", truncate(l, width))?;

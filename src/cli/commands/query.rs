@@ -126,7 +126,12 @@ pub fn run(args: Args) -> Result<Outcome> {
 }
 
 /// One row per answered query: the query image, then its neighbours.
-fn write_sheet(index: &Index, queries: &[QueryLatent], answers: &[Answer], out: &Path) -> Result<()> {
+fn write_sheet(
+    index: &Index,
+    queries: &[QueryLatent],
+    answers: &[Answer],
+    out: &Path,
+) -> Result<()> {
     let open = |p: &Path| imageio::decode_file(p, DecodeLimits::default()).ok();
     let mut rows = Vec::new();
     for (q, answer) in queries.iter().zip(answers) {

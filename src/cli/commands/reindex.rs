@@ -32,9 +32,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     let dir = &args.index.index;
     let roots = {
         let bar = Bar::new();
-        ingest::reindex(dir, &args.model, &IngestOptions::default(), &bar).with_context(|| {
-            format!("re-indexing {} with model `{}`", dir.display(), args.model)
-        })?
+        ingest::reindex(dir, &args.model, &IngestOptions::default(), &bar)
+            .with_context(|| format!("re-indexing {} with model `{}`", dir.display(), args.model))?
     };
     let report = Reindexed {
         model: args.model,

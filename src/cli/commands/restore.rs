@@ -149,7 +149,15 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<Outcome> {
         mse,
         psnr_db: restore::psnr(mse),
     };
-    report(args.input, args.out, &model, fit, &input, result, args.common.json)
+    report(
+        args.input,
+        args.out,
+        &model,
+        fit,
+        &input,
+        result,
+        args.common.json,
+    )
 }
 
 pub fn denoise(args: DenoiseArgs) -> Result<Outcome> {
@@ -166,7 +174,15 @@ pub fn denoise(args: DenoiseArgs) -> Result<Outcome> {
         rms_change: clean.mse(&input, None).sqrt(),
     };
     let json = args.common.json;
-    report(args.input, Some(args.out), &model, fit, &input, result, json)
+    report(
+        args.input,
+        Some(args.out),
+        &model,
+        fit,
+        &input,
+        result,
+        json,
+    )
 }
 
 pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
@@ -189,7 +205,15 @@ pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
         last_change: done.last_change,
     };
     let json = args.common.json;
-    report(args.input, Some(args.out), &model, fit, &input, result, json)
+    report(
+        args.input,
+        Some(args.out),
+        &model,
+        fit,
+        &input,
+        result,
+        json,
+    )
 }
 
 fn report(
@@ -216,7 +240,10 @@ fn report(
 
 impl Table for Restored {
     fn table(&self, out: &mut dyn Write) -> io::Result<()> {
-        let (input, size) = (self.input.display(), format!("{}x{}", self.width, self.height));
+        let (input, size) = (
+            self.input.display(),
+            format!("{}x{}", self.width, self.height),
+        );
         let output = self.output.as_deref().unwrap_or(Path::new("-")).display();
         match &self.result {
             RestoreResult::Reconstructed { mse, psnr_db, .. } => writeln!(
