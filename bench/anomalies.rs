@@ -24,7 +24,7 @@ use imgsearch::ingest::{self, IngestOptions};
 const ODD_LABEL: &str = "not-a-digit";
 
 fn main() -> anyhow::Result<()> {
-    let Some(root) = dataset::data_root() else {
+    let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!(
             "anomalies: skipped, no dataset folder (set IMGSEARCH_DATA or provide ../shared/data)"
         );

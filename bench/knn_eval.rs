@@ -37,7 +37,7 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(root) = dataset::data_root() else {
+    let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!(
             "knn_eval: skipped, no dataset folder (set IMGSEARCH_DATA or provide ../shared/data)"
         );

@@ -104,7 +104,7 @@ fn top1_from_knn(found: &[Vec<(usize, f32)>], originals: &[usize]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(root) = dataset::data_root() else {
+    let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!("near_duplicates: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };

@@ -44,7 +44,7 @@ fn ms(samples: &mut [f64]) -> (f64, f64) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(root) = dataset::data_root() else {
+    let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!("query_scale: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };

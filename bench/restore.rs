@@ -24,7 +24,7 @@ use imgsearch::model::Model;
 use imgsearch::restore::{self, Fit, Planes};
 
 fn main() -> anyhow::Result<()> {
-    let Some(root) = dataset::data_root() else {
+    let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!(
             "restore: skipped, no dataset folder (set IMGSEARCH_DATA or provide ../shared/data)"
         );

@@ -46,7 +46,7 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(data) = dataset::data_root() else {
+    let Some(data) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!(
             "serve_load: skipped, no dataset folder (set IMGSEARCH_DATA or provide ../shared/data)"
         );

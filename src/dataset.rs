@@ -424,14 +424,17 @@ pub fn export(ds: &Dataset, out: &Path) -> Result<ExportReport, DatasetError> {
     })
 }
 
+/// Environment variable naming the folder of shared datasets.
+pub const DATA_ENV: &str = "IMGSEARCH_DATA";
+
 /// Where the shared datasets live: `$IMGSEARCH_DATA`, else `../shared/data`
-/// beside the project root, else `shared/data` inside it.
-pub fn data_root() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var("IMGSEARCH_DATA") {
+/// or `shared/data` beside `project` (tests and benches pass their crate's
+/// folder), or `None` when none of these exists.
+pub fn data_root(project: &Path) -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var(DATA_ENV) {
         return Some(PathBuf::from(dir));
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [root.join("../shared/data"), root.join("shared/data")]
+    [project.join("../shared/data"), project.join("shared/data")]
         .into_iter()
         .find(|p| p.is_dir())
 }

@@ -363,3 +363,49 @@ fn models_lists_the_defaults() {
         assert_eq!(m["info"]["architecture"], "conv-autoencoder-v1");
     }
 }
+
+/// `imgsearch query … | head -1` and `imgsearch export | head -1`: the
+/// reader closes the pipe after one line, long before the output ends
+/// (3,000 paths, far more than a pipe buffers). The program must end
+/// quietly with exit 0, not panic ("failed printing to stdout") with 101.
+#[test]
+fn output_piped_into_head_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, index) = (dir.path().join("imgs"), dir.path().join("idx"));
+    std::fs::create_dir_all(&root).unwrap();
+    for n in 0u32..3000 {
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([(n.wrapping_mul(2654435761) >> (x + 3 * y)) as u8])
+        });
+        img.save(root.join(format!("{n:05}.png"))).unwrap();
+    }
+    common::run_ok(
+        bin()
+            .arg("ingest")
+            .arg(&root)
+            .arg("--index")
+            .arg(&index)
+            .args(["--model", "digits"]),
+    );
+    let exe = env!("CARGO_BIN_EXE_imgsearch");
+    let query = root.join("00007.png");
+    for command in [
+        format!(
+            "'{exe}' query '{}' -k 3000 --paths-only --index '{}' | head -1",
+            query.display(),
+            index.display()
+        ),
+        format!("'{exe}' export --index '{}' | head -1", index.display()),
+    ] {
+        // `PIPESTATUS[0]`: imgsearch's own exit code, not head's.
+        let out = run(std::process::Command::new("bash")
+            .args(["-c", &format!("{command}; exit ${{PIPESTATUS[0]}}")]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+        assert!(
+            !stderr.contains("Broken pipe") && !stderr.contains("panicked"),
+            "{command}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    }
+}

@@ -39,11 +39,19 @@ fn upload(
     post_multipart(addr, endpoint, &parts)
 }
 
-#[test]
-fn api_serves_search_classify_images_and_ingest_jobs() {
-    let Some((tmp, digits, index)) = mnist_index(200) else {
-        return;
-    };
+/// An index of 200 MNIST digits served with tight limits, plus 40 unseen
+/// training digits to upload; `None` (skip) without data.
+struct Served {
+    tmp: tempfile::TempDir,
+    /// The indexed digits, `<label>/NNNNN.png`.
+    digits: PathBuf,
+    /// Unseen digits, `<label>/NNNNN.png`.
+    train: PathBuf,
+    server: Server,
+}
+
+fn serve_digits() -> Option<Served> {
+    let (tmp, digits, index) = mnist_index(200)?;
     let train = tmp.path().join("train");
     mnist_split(&train, "train", 40).unwrap();
     let server = Server::start(
@@ -60,6 +68,26 @@ fn api_serves_search_classify_images_and_ingest_jobs() {
             "2",
         ],
     );
+    Some(Served {
+        tmp,
+        digits,
+        train,
+        server,
+    })
+}
+
+#[test]
+fn api_answers_queries_classifications_images_and_anomalies() {
+    // `_tmp` keeps the folders alive for the whole test.
+    let Some(Served {
+        tmp: _tmp,
+        digits,
+        train,
+        server,
+    }) = serve_digits()
+    else {
+        return;
+    };
     let addr = server.addr;
 
     // Liveness, page, assets, OpenAPI.
@@ -164,6 +192,22 @@ fn api_serves_search_classify_images_and_ingest_jobs() {
         .unwrap()
         .iter()
         .all(|i| i["label"] == "4"));
+}
+
+#[test]
+fn background_ingest_makes_new_images_searchable_while_queries_go_on() {
+    let Some(Served {
+        tmp,
+        digits,
+        server,
+        ..
+    }) = serve_digits()
+    else {
+        return;
+    };
+    let addr = server.addr;
+    let some = files(&digits)[17].clone();
+    let id = find_id(addr, &some);
 
     // Background ingest: new images (with a byte copy of an indexed one)
     // become searchable, and searches keep answering while it runs.
@@ -223,7 +267,26 @@ fn api_serves_search_classify_images_and_ingest_jobs() {
         .iter()
         .any(|m| m["id"] == id));
 
-    // ---- Errors ----
+    let log = server.log();
+    assert!(log.contains("ingest finished"), "{log}");
+}
+
+#[test]
+fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
+    let Some(Served {
+        tmp,
+        digits,
+        server,
+        ..
+    }) = serve_digits()
+    else {
+        return;
+    };
+    let addr = server.addr;
+    let some = files(&digits)[17].clone();
+    // A folder inside the allowed root, for the `..` escape below.
+    std::fs::create_dir_all(tmp.path().join("new")).unwrap();
+
     let expect = |r: http::Response, status: u16, says: &str| {
         assert_eq!(r.status, status, "{}", r.text());
         assert!(
@@ -398,7 +461,6 @@ fn api_serves_search_classify_images_and_ingest_jobs() {
         log.contains("refused an ingest outside the allowed roots"),
         "{log}"
     );
-    assert!(log.contains("ingest finished"), "{log}");
 }
 
 /// The id of an indexed file, through the API (a query by its own upload).

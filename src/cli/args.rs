@@ -20,6 +20,17 @@ pub struct IndexArg {
     pub index: PathBuf,
 }
 
+/// `--index` and `--json`: all that commands which only read or tidy an
+/// index take.
+#[derive(Args)]
+pub struct IndexOnly {
+    #[command(flatten)]
+    pub index: IndexArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `--max-megapixels`: the decoder's guard against decompression bombs.
 #[derive(Args)]
 pub struct DecodeArgs {

@@ -65,11 +65,11 @@ enum Command {
     /// Groups of near-duplicate images in the index (byte-identical ones marked).
     Duplicates(duplicates::Args),
     /// Show what an index holds: model, counts, roots, labels, size on disk.
-    Status(status::Args),
+    Status(args::IndexOnly),
     /// Re-embed every image of an index with another model (re-ingests its roots).
     Reindex(reindex::Args),
     /// Rebuild the HNSW graph without the tombstones of removed images.
-    Compact(compact::Args),
+    Compact(args::IndexOnly),
     /// Print the latent vector (embedding) of each image.
     Embed(embed::Args),
     /// Train an autoencoder on every image under a folder.

@@ -45,12 +45,24 @@ pub fn json_of(out: &Output) -> Value {
     })
 }
 
-/// A shared dataset folder, or `None` (with a message) where it is absent.
+/// Set (to anything but `0`) where the datasets must be there: CI sets it,
+/// so a test that needs data fails there instead of skipping.
+pub const REQUIRE_DATA_ENV: &str = "IMGSEARCH_REQUIRE_DATA";
+
+/// A shared dataset folder, or `None` (with a message) where it is absent;
+/// with [`REQUIRE_DATA_ENV`] set, a missing folder fails the test.
 pub fn data(sub: &str) -> Option<PathBuf> {
-    match imgsearch::dataset::data_root().map(|d| d.join(sub)) {
+    let root = imgsearch::dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    match root.map(|d| d.join(sub)) {
         Some(d) if d.is_dir() => Some(d),
         _ => {
-            eprintln!("SKIPPED: dataset folder `{sub}` is absent (set IMGSEARCH_DATA or provide ../shared/data)");
+            let why = format!(
+                "dataset folder `{sub}` is absent (set IMGSEARCH_DATA or provide ../shared/data)"
+            );
+            if std::env::var(REQUIRE_DATA_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
+                panic!("{why}, and {REQUIRE_DATA_ENV} is set");
+            }
+            eprintln!("SKIPPED: {why}");
             None
         }
     }

@@ -7,16 +7,8 @@ use serde::Serialize;
 
 use imgsearch::index::Index;
 
-use crate::cli::args::IndexArg;
+use crate::cli::args::IndexOnly;
 use crate::cli::output::{self, Outcome, Table};
-
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    index: IndexArg,
-    #[arg(long)]
-    json: bool,
-}
 
 #[derive(Serialize)]
 struct Compacted {
@@ -24,7 +16,7 @@ struct Compacted {
     tombstones_dropped: u64,
 }
 
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: IndexOnly) -> Result<Outcome> {
     let index = Index::open(&args.index.index, None, false)?;
     let tombstones_dropped = index.store.tombstone_count()?;
     let points = index.compact()?;

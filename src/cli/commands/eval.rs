@@ -127,7 +127,7 @@ impl Table for EvalReport {
             )?;
         }
         if let Some(x) = &r.exact_check {
-            writeln!(out, 
+            writeln!(out,
             "\nhnsw vs exact: accuracy {:.2}% vs {:.2}%, same label {:.2}%, voter recall {:.4}, search {:.3}s vs {:.3}s",
             100.0 * x.hnsw_accuracy,
             100.0 * x.exact_accuracy,

@@ -123,21 +123,19 @@ enum RestoreResult {
 }
 
 pub fn reconstruct(args: ReconstructArgs) -> Result<Outcome> {
-    let model = load_model(&args.model)?;
-    let (image, input) = read(&args.input, &model, &args.common)?;
-    let fit = args.common.fit.into();
+    let job = Job::start(&args.input, &args.model, &args.common)?;
     let recon = {
         let _spinner = Bar::spinner("reconstructing");
-        restore::reconstruct(&model, &input, fit)?
+        restore::reconstruct(&job.model, &job.planes, job.fit)?
     };
-    let mse = recon.mse(&input, None);
+    let mse = recon.mse(&job.planes, None);
     if let Some(out) = &args.out {
         write(&recon, out)?;
     }
     if let Some(out) = &args.sheet {
-        let diff = difference(&input, &recon);
+        let diff = difference(&job.planes, &recon);
         let items = [
-            ("ORIGINAL".to_string(), Some(image)),
+            ("ORIGINAL".to_string(), Some(job.image.clone())),
             ("REBUILT".to_string(), Some(recon.to_image())),
             ("DIFFERENCE".to_string(), Some(diff.to_image())),
         ];
@@ -149,53 +147,39 @@ pub fn reconstruct(args: ReconstructArgs) -> Result<Outcome> {
         mse,
         psnr_db: restore::psnr(mse),
     };
-    report(
-        args.input,
-        args.out,
-        &model,
-        fit,
-        &input,
-        result,
-        args.common.json,
-    )
+    job.finish(args.out, result)
 }
 
 pub fn denoise(args: DenoiseArgs) -> Result<Outcome> {
-    let model = load_model(&args.model)?;
-    let (_, input) = read(&args.input, &model, &args.common)?;
-    let fit = args.common.fit.into();
+    let job = Job::start(&args.input, &args.model, &args.common)?;
     let clean = {
         let _spinner = Bar::spinner("denoising");
-        restore::denoise(&model, &input, fit)?
+        restore::denoise(&job.model, &job.planes, job.fit)?
     };
     write(&clean, &args.out)?;
     let result = RestoreResult::Denoised {
-        trained_noise_sigma: model.denoising_sigma(),
-        rms_change: clean.mse(&input, None).sqrt(),
+        trained_noise_sigma: job.model.denoising_sigma(),
+        rms_change: clean.mse(&job.planes, None).sqrt(),
     };
-    let json = args.common.json;
-    report(
-        args.input,
-        Some(args.out),
-        &model,
-        fit,
-        &input,
-        result,
-        json,
-    )
+    job.finish(Some(args.out), result)
 }
 
 pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
-    let model = load_model(&args.model)?;
-    let (_, input) = read(&args.input, &model, &args.common)?;
-    let fit = args.common.fit.into();
+    let job = Job::start(&args.input, &args.model, &args.common)?;
     let mask = imageio::decode_file(&args.mask, args.common.decode.limits())
         .with_context(|| format!("reading the mask {}", args.mask.display()))?;
-    let missing = restore::mask_from_image(&mask, input.width, input.height)
+    let missing = restore::mask_from_image(&mask, job.planes.width, job.planes.height)
         .with_context(|| format!("mask {}", args.mask.display()))?;
     let (filled, done) = {
         let bar = Bar::new();
-        restore::inpaint(&model, &input, &missing, fit, args.iterations, &bar)?
+        restore::inpaint(
+            &job.model,
+            &job.planes,
+            &missing,
+            job.fit,
+            args.iterations,
+            &bar,
+        )?
     };
     write(&filled, &args.out)?;
     let result = RestoreResult::Inpainted {
@@ -204,38 +188,50 @@ pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
         iterations: done.iterations,
         last_change: done.last_change,
     };
-    let json = args.common.json;
-    report(
-        args.input,
-        Some(args.out),
-        &model,
-        fit,
-        &input,
-        result,
-        json,
-    )
+    job.finish(Some(args.out), result)
 }
 
-fn report(
+/// What every restore command starts from and reports on: the model, the
+/// input decoded (EXIF orientation applied) and as planes in the model's
+/// colour space (gray for 1-channel models), and how it meets the model.
+struct Job {
     input: PathBuf,
-    output: Option<PathBuf>,
-    model: &Model,
+    model: Model,
+    image: DynamicImage,
+    planes: Planes,
     fit: Fit,
-    planes: &Planes,
-    result: RestoreResult,
     json: bool,
-) -> Result<Outcome> {
-    let report = Restored {
-        input,
-        output,
-        model: model.name.clone(),
-        fit,
-        width: planes.width,
-        height: planes.height,
-        result,
-    };
-    output::print(&report, json)?;
-    Ok(Outcome::Success)
+}
+
+impl Job {
+    fn start(input: &Path, model: &str, common: &RestoreCommon) -> Result<Self> {
+        let model = Model::load(model).with_context(|| format!("loading model `{model}`"))?;
+        let image = imageio::decode_file(input, common.decode.limits())
+            .with_context(|| format!("reading {}", input.display()))?;
+        let planes = Planes::from_image(&image, model.channels());
+        Ok(Self {
+            input: input.to_path_buf(),
+            model,
+            image,
+            planes,
+            fit: common.fit.into(),
+            json: common.json,
+        })
+    }
+
+    fn finish(self, output: Option<PathBuf>, result: RestoreResult) -> Result<Outcome> {
+        let report = Restored {
+            input: self.input,
+            output,
+            model: self.model.name,
+            fit: self.fit,
+            width: self.planes.width,
+            height: self.planes.height,
+            result,
+        };
+        output::print(&report, self.json)?;
+        Ok(Outcome::Success)
+    }
 }
 
 impl Table for Restored {
@@ -269,19 +265,6 @@ impl Table for Restored {
             ),
         }
     }
-}
-
-fn load_model(spec: &str) -> Result<Model> {
-    Model::load(spec).with_context(|| format!("loading model `{spec}`"))
-}
-
-/// The decoded image (EXIF orientation applied) and its planes in the
-/// model's colour space (gray for 1-channel models).
-fn read(path: &Path, model: &Model, common: &RestoreCommon) -> Result<(DynamicImage, Planes)> {
-    let image = imageio::decode_file(path, common.decode.limits())
-        .with_context(|| format!("reading {}", path.display()))?;
-    let planes = Planes::from_image(&image, model.channels());
-    Ok((image, planes))
 }
 
 /// Writes in the format the extension names, atomically: a failure never

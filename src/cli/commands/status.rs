@@ -6,18 +6,10 @@ use anyhow::Result;
 
 use imgsearch::index::{Index, Status};
 
-use crate::cli::args::IndexArg;
+use crate::cli::args::IndexOnly;
 use crate::cli::output::{self, Outcome, Table};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    index: IndexArg,
-    #[arg(long)]
-    json: bool,
-}
-
-pub fn run(args: Args) -> Result<Outcome> {
+pub fn run(args: IndexOnly) -> Result<Outcome> {
     let index = Index::open(&args.index.index, None, false)?;
     output::print(&index.status()?, args.json)?;
     Ok(Outcome::Success)
