@@ -22,7 +22,6 @@
 
 mod common;
 #[path = "../tests/common/http.rs"]
-#[allow(dead_code)]
 mod http;
 
 use std::net::SocketAddr;

@@ -89,7 +89,6 @@ pub fn classify(
         exact: opts.exact,
         hnsw: opts.hnsw,
         ef: opts.ef,
-        ..Default::default()
     };
     let (found, method) = search::nearest_many(index, latents, &query)?;
     let predictions = found

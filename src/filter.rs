@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 use crate::store::{path_to_bytes, Record, Store, StoreError};
 
+/// Records streamed from the store, with their ids.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Only images whose path is under this folder.
@@ -70,10 +73,7 @@ impl Filter {
     /// The live records passing the filter, in id order: streamed from the
     /// store when nothing is filtered, else looked up by id (one removed
     /// since it was listed is skipped).
-    pub fn records<'a>(
-        &self,
-        store: &'a Store,
-    ) -> Result<Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>, StoreError> {
+    pub fn records<'a>(&self, store: &'a Store) -> Result<Records<'a>, StoreError> {
         Ok(match self.allowed_ids(store)? {
             Some(ids) => Box::new(ids.into_iter().filter_map(move |id| {
                 store.record(id).transpose().map(|r| r.map(|rec| (id, rec)))

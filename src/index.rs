@@ -24,20 +24,25 @@ pub enum IndexError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the index at {path} was built with model `{indexed}` ({indexed_fp}); `{asked}` ({asked_fp}) would give incompatible embeddings. Use `--model {indexed}` (or omit --model), or re-embed everything with `imgsearch reindex --model {asked}`")]
-    ModelMismatch {
-        path: PathBuf,
-        indexed: String,
-        indexed_fp: String,
-        asked: String,
-        asked_fp: String,
-    },
+    #[error(transparent)]
+    ModelMismatch(Box<ModelMismatch>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Ann(#[from] AnnError),
     #[error(transparent)]
     Model(#[from] ModelError),
+}
+
+/// An index opened with a model whose embeddings it cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("the index at {path} was built with model `{indexed}` ({indexed_fp}); `{asked}` ({asked_fp}) would give incompatible embeddings. Use `--model {indexed}` (or omit --model), or re-embed everything with `imgsearch reindex --model {asked}`")]
+pub struct ModelMismatch {
+    pub path: PathBuf,
+    pub indexed: String,
+    pub indexed_fp: String,
+    pub asked: String,
+    pub asked_fp: String,
 }
 
 /// An open index. Everything takes `&self`, so `serve` shares one `Index`
@@ -78,26 +83,26 @@ impl Index {
             (Some(stamp), Some(asked)) => {
                 let model = Model::load(asked)?;
                 if model.fingerprint != stamp.fingerprint {
-                    return Err(IndexError::ModelMismatch {
+                    return Err(IndexError::ModelMismatch(Box::new(ModelMismatch {
                         path: dir.to_path_buf(),
                         indexed: stamp.name,
                         indexed_fp: stamp.fingerprint,
                         asked: asked.to_string(),
                         asked_fp: model.fingerprint,
-                    });
+                    })));
                 }
                 model
             }
         };
         let stored = store.model_stamp()?.expect("stamped above");
         if model.fingerprint != stored.fingerprint {
-            return Err(IndexError::ModelMismatch {
+            return Err(IndexError::ModelMismatch(Box::new(ModelMismatch {
                 path: dir.to_path_buf(),
                 indexed: stored.name.clone(),
                 indexed_fp: stored.fingerprint,
                 asked: stored.name,
                 asked_fp: model.fingerprint,
-            });
+            })));
         }
         let ann = Ann::open(dir, &store, model.latent_dim())?;
         Ok(Self {

@@ -60,6 +60,9 @@ pub struct QueryOptions {
     pub ef: Option<usize>,
 }
 
+/// One query's nearest `(id, distance)` pairs, nearest first.
+pub type Neighbours = Vec<(u64, f32)>;
+
 /// How a query was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +138,7 @@ pub fn neighbours(
     index: &Index,
     vectors: &[Vec<f32>],
     opts: &QueryOptions,
-) -> Result<(Vec<Vec<(u64, f32)>>, Method), SearchError> {
+) -> Result<(Vec<Neighbours>, Method), SearchError> {
     let k = opts.k.max(1);
     let allowed = opts.filter.allowed_ids(&index.store)?;
     let candidates = allowed

@@ -28,7 +28,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each is
 /// safe to re-run after a kill (it rebuilds what it writes from scratch); the
 /// version is bumped only once it is done.
-const MIGRATIONS: &[fn(&sled::Db) -> Result<(), StoreError>] = &[migrate_v1_label_trees];
+/// Brings a database from one schema version to the next.
+type Migration = fn(&sled::Db) -> Result<(), StoreError>;
+const MIGRATIONS: &[Migration] = &[migrate_v1_label_trees];
 
 /// v1 → v2: the `labelled` and `labels` trees, derived from the records.
 fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
