@@ -49,7 +49,8 @@ pub enum Format {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub id: u64,
-    pub path: String,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
+    pub path: PathBuf,
     pub label: Option<String>,
     pub recon_error: f32,
     pub latent: Vec<f32>,
@@ -77,7 +78,7 @@ pub fn rows<'a>(
         let latent = store.vector(id)?.ok_or(ExportError::MissingVector { id })?;
         Ok(Row {
             id,
-            path: rec.path_buf().display().to_string(),
+            path: rec.path_buf(),
             label: rec.label,
             recon_error: rec.recon_error,
             latent,
@@ -123,7 +124,7 @@ pub fn export(
                     let fields = [
                         row.to_string(),
                         id.to_string(),
-                        path.clone(),
+                        path.to_string_lossy().into_owned(),
                         label.clone().unwrap_or_default(),
                         err.to_string(),
                     ];
@@ -169,7 +170,7 @@ fn write_text(
             Format::Csv => {
                 let mut fields = vec![
                     row.id.to_string(),
-                    row.path,
+                    row.path.to_string_lossy().into_owned(),
                     row.label.unwrap_or_default(),
                     row.recon_error.to_string(),
                 ];
@@ -186,7 +187,7 @@ fn write_text(
     Ok(n)
 }
 
-type RowName = (u64, String, Option<String>, f32);
+type RowName = (u64, PathBuf, Option<String>, f32);
 
 /// NumPy format 1.0: magic, header length, a padded header dict, then the
 /// data. The header is written with a placeholder row count, padded to a

@@ -447,42 +447,11 @@ impl Store {
                     let mut added = Vec::new();
                     for change in changes {
                         match change {
-                            Change::Add { record, vector } => {
-                                let id = tx_counter(meta, "next_id", 1)? - 1;
-                                // A path has one live record: replace any older one.
-                                if let Some(old) = paths.get(&record.path)? {
-                                    tx.remove(id_of(&old))?;
-                                }
-                                images.insert(&key(id), encode(record))?;
-                                vectors.insert(&key(id), vector_bytes(vector))?;
-                                paths.insert(record.path.as_slice(), &key(id))?;
-                                hashes.insert(hash_key(&record.hash, id), &[])?;
-                                tx.set_label(id, None, record.label.as_deref())?;
-                                tx_counter(meta, "live", 1)?;
-                                added.push(id);
-                            }
+                            Change::Add { record, vector } => added.push(tx.add(record, vector)?),
                             Change::Move { id, record } | Change::Touch { id, record } => {
-                                let Some(old) = images.get(key(*id))? else {
-                                    continue;
-                                };
-                                let old: Record = postcard::from_bytes(&old).map_err(|e| {
-                                    ConflictableTransactionError::Abort(e.to_string())
-                                })?;
-                                if old.path != record.path {
-                                    paths.remove(old.path.as_slice())?;
-                                    if let Some(other) = paths.get(&record.path)? {
-                                        if id_of(&other) != *id {
-                                            tx.remove(id_of(&other))?;
-                                        }
-                                    }
-                                    paths.insert(record.path.as_slice(), &key(*id))?;
-                                }
-                                tx.set_label(*id, old.label.as_deref(), record.label.as_deref())?;
-                                images.insert(&key(*id), encode(record))?;
+                                tx.update(*id, record)?
                             }
-                            Change::Remove { id } => {
-                                tx.remove(*id)?;
-                            }
+                            Change::Remove { id } => tx.remove(*id)?,
                         }
                     }
                     Ok(added)
@@ -516,6 +485,45 @@ struct TxTrees<'a> {
 }
 
 impl TxTrees<'_> {
+    /// Stores a new record under the next id, replacing any older record of
+    /// the same path (a path has one live record), and returns the id.
+    fn add(&self, record: &Record, vector: &[f32]) -> TxResult<u64> {
+        let id = tx_counter(self.meta, "next_id", 1)? - 1;
+        if let Some(old) = self.paths.get(&record.path)? {
+            self.remove(id_of(&old))?;
+        }
+        self.images.insert(&key(id), encode(record))?;
+        self.vectors.insert(&key(id), vector_bytes(vector))?;
+        self.paths.insert(record.path.as_slice(), &key(id))?;
+        self.hashes.insert(hash_key(&record.hash, id), &[])?;
+        self.set_label(id, None, record.label.as_deref())?;
+        tx_counter(self.meta, "live", 1)?;
+        Ok(id)
+    }
+
+    /// Rewrites a live record (a move to a new path, or new file facts or
+    /// label); its embedding is kept. A record removed meanwhile is skipped.
+    fn update(&self, id: u64, record: &Record) -> TxResult<()> {
+        let Some(old) = self.images.get(key(id))? else {
+            return Ok(());
+        };
+        let old: Record = postcard::from_bytes(&old)
+            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+        if old.path != record.path {
+            self.paths.remove(old.path.as_slice())?;
+            // The new path's older record, if any, gives way.
+            if let Some(other) = self.paths.get(&record.path)? {
+                if id_of(&other) != id {
+                    self.remove(id_of(&other))?;
+                }
+            }
+            self.paths.insert(record.path.as_slice(), &key(id))?;
+        }
+        self.set_label(id, old.label.as_deref(), record.label.as_deref())?;
+        self.images.insert(&key(id), encode(record))?;
+        Ok(())
+    }
+
     /// Drops a live record from every tree and makes its id a tombstone.
     fn remove(&self, id: u64) -> TxResult<()> {
         let Some(old) = self.images.remove(&key(id))? else {
@@ -534,9 +542,7 @@ impl TxTrees<'_> {
         tx_counter(self.meta, "tombstones", 1)?;
         Ok(())
     }
-}
 
-impl TxTrees<'_> {
     /// Moves `id` from label `old` to label `new` (either may be none),
     /// keeping the per-label counts.
     fn set_label(&self, id: u64, old: Option<&str>, new: Option<&str>) -> TxResult<()> {
