@@ -241,3 +241,30 @@ fn unknown_test_labels_and_unlabelled_indexes_are_reported() {
     );
     run_ok(bin().arg("status").arg("--index").arg(&bare));
 }
+
+/// A query file whose name is not UTF-8 and whose bytes are also indexed
+/// (under another name): the indexed copy must not vote for it. The copy
+/// is found by the query's content hash, which once came from re-reading
+/// the file by its lossy display name, and so failed for such names.
+#[test]
+fn a_copy_does_not_vote_for_a_query_whose_name_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some((tmp, train, _test, index)) = indexed_split(200, 0) else {
+        return;
+    };
+    let original = common::files_under(&train)[0].clone();
+    let query_dir = tmp.path().join("queries");
+    std::fs::create_dir_all(&query_dir).unwrap();
+    let query = query_dir.join(OsStr::from_bytes(b"copy-\xff.png"));
+    std::fs::copy(&original, &query).unwrap();
+    let out = json_cmd("classify", &index, &[query.as_os_str(), os("-k"), os("7")]);
+    let prediction = &out[0]["prediction"];
+    let voters = prediction["voters"].as_array().unwrap();
+    assert_eq!(voters.len(), 7, "{out}");
+    assert!(
+        voters
+            .iter()
+            .all(|v| v["path"] != original.to_str().unwrap()),
+        "the indexed copy voted: {out}"
+    );
+}
