@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     let t = Instant::now();
-    let ann = Graph::open(&tmp.path().join("none"), &store, model.latent_dim(), params)?;
+    let (ann, _) = Graph::open(&tmp.path().join("none"), &store, model.latent_dim(), params)?;
     let insert_s = t.elapsed().as_secs_f64();
     rows.push((
         format!(

@@ -190,7 +190,7 @@ impl<'a> Scorer<'a> {
             let mut images = Vec::with_capacity(decoded.len());
             let slots: Vec<Result<(), String>> = decoded
                 .into_iter()
-                .map(|d| d.map(|px| images.push(px)).map_err(|e| e.to_string()))
+                .map(|d| d.map(|px| images.push(px)).map_err(|e| e.reason()))
                 .collect();
             let mut scores = match model.embed_and_score(&images) {
                 Ok(s) => s.into_iter().map(|(_, e)| Ok(e)).collect::<Vec<_>>(),

@@ -6,7 +6,7 @@
 //! exported MNIST PNG and the IDX record it came from give the same input.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use fast_image_resize as fr;
@@ -30,6 +30,11 @@ pub enum ImageError {
     Empty {
         path: PathBuf,
     },
+    /// A FIFO, socket, device or folder where an image file was expected.
+    NotAFile {
+        path: PathBuf,
+        kind: &'static str,
+    },
     Decode {
         path: PathBuf,
         source: image::ImageError,
@@ -52,15 +57,9 @@ impl std::fmt::Display for ImageError {
     }
 }
 
-impl std::error::Error for ImageError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            Self::Decode { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
+// The message already carries the underlying error's text, so it is not
+// also offered as `source()`: error chains would print it twice.
+impl std::error::Error for ImageError {}
 
 impl ImageError {
     /// The file the error is about.
@@ -68,6 +67,7 @@ impl ImageError {
         match self {
             Self::Io { path, .. }
             | Self::Empty { path }
+            | Self::NotAFile { path, .. }
             | Self::Decode { path, .. }
             | Self::TooLarge { path, .. }
             | Self::Resize { path, .. } => path,
@@ -79,6 +79,7 @@ impl ImageError {
         match self {
             Self::Io { source, .. } => format!("cannot read: {source}"),
             Self::Empty { .. } => "empty file".into(),
+            Self::NotAFile { kind, .. } => format!("not a regular file ({kind})"),
             Self::Decode { source, .. } => format!("not a decodable image: {source}"),
             Self::TooLarge {
                 width,
@@ -131,23 +132,77 @@ pub fn has_image_extension(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Decodes an image file, checking its size before any pixel is allocated and
-/// applying its EXIF orientation.
-pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DynamicImage, ImageError> {
+/// Opens a file for reading only if it is a regular file. The open does not
+/// block (a FIFO with no writer would hang a plain `open`), and `fstat` on
+/// the opened file (not the path, which may change meanwhile) decides.
+pub fn open_regular(path: &Path) -> Result<File, ImageError> {
     let io_err = |source| ImageError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err)?;
-    if file.metadata().map_err(io_err)?.len() == 0 {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io_err)?;
+    let kind = file.metadata().map_err(io_err)?.file_type();
+    if !kind.is_file() {
+        return Err(ImageError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(kind),
+        });
+    }
+    Ok(file)
+}
+
+/// A file's whole content, read only if it is a regular, non-empty file.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let mut file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.is_empty() {
         return Err(ImageError::Empty {
             path: path.to_path_buf(),
         });
     }
-    let reader = ImageReader::new(BufReader::new(file))
-        .with_guessed_format()
-        .map_err(io_err)?;
-    decode_reader(reader, path, limits)
+    Ok(bytes)
+}
+
+/// What kind of file system entry this is, in words.
+pub fn file_kind(kind: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        } else if kind.is_socket() {
+            return "a socket";
+        } else if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_file() {
+        "a file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Decodes an image file, checking its size before any pixel is allocated and
+/// applying its EXIF orientation.
+pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DynamicImage, ImageError> {
+    let bytes = read_file(path)?;
+    decode_bytes(&bytes, path, limits)
 }
 
 /// Decodes an image held in memory; `name` is used in error messages.

@@ -171,6 +171,27 @@ impl Index {
     }
 }
 
+/// Removes an index that the current command created and that holds
+/// nothing (a first ingest that stored no image), so a corrected command
+/// can create it again with another model. Only the index's own files go;
+/// the folder goes too if that leaves it empty.
+pub fn discard_new(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir_all(dir.join("db"))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == crate::ann::flat::FILE_NAME || name == crate::ann::hnsw::MANIFEST {
+            std::fs::remove_file(entry.path())?;
+        } else if name.starts_with("hnsw-") && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    if std::fs::read_dir(dir)?.next().is_none() {
+        std::fs::remove_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn stamp(model: &Model) -> ModelStamp {
     ModelStamp {
         name: model.name.clone(),

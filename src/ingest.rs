@@ -27,7 +27,7 @@ use crate::labels::LabelSource;
 use crate::prepare::{self, InputShape};
 use crate::progress::Progress;
 use crate::store::{path_to_bytes, Change, Record, Store, StoreError};
-use crate::walk::{WalkError, Walker};
+use crate::walk::{Skipped, WalkError, Walker};
 
 /// Files prepared per batch (decode in parallel, one transaction).
 pub const BATCH: usize = 256;
@@ -37,6 +37,13 @@ pub struct IngestOptions {
     /// Glob patterns (matched against the path relative to the root, and
     /// against the file name) of files and folders to leave out.
     pub exclude: Vec<String>,
+    /// Follow symbolic links under the root (loops are reported as
+    /// failures). Off by default: a link may lead out of the folder.
+    pub follow_links: bool,
+    /// The root was resolved (canonical) when the ingest was asked for, and
+    /// must still be that folder: one swapped for a link since (a queued
+    /// `serve` job) is refused rather than followed.
+    pub confine: bool,
     pub limits: DecodeLimits,
     /// Where labels come from (folder names unless a labels file is given).
     /// A stored image whose label changed is updated without re-encoding.
@@ -77,6 +84,8 @@ pub enum IngestError {
     Ann(#[from] crate::ann::AnnError),
     #[error("model failed: {0}")]
     Model(#[from] crate::model::ModelError),
+    #[error("refused to ingest {path}: it now resolves to {resolved}, not the folder that was asked for")]
+    Moved { path: PathBuf, resolved: PathBuf },
     #[error("cannot swap in the re-embedded index at {path}: {source}")]
     Swap {
         path: PathBuf,
@@ -103,6 +112,9 @@ pub struct IngestReport {
     pub removed: u64,
     pub failed: u64,
     pub failures: Vec<Failure>,
+    /// Entries passed over by policy: symbolic links (unless followed) and
+    /// special files (FIFOs, sockets, devices).
+    pub skipped: Skipped,
     /// Newly embedded images (encoder runs).
     pub encoded: u64,
     pub seconds: f64,
@@ -153,17 +165,24 @@ pub fn ingest(
     progress: &dyn Progress,
 ) -> Result<IngestReport, IngestError> {
     let started = Instant::now();
-    let root = std::fs::canonicalize(root).map_err(|error| IngestError::Root {
+    let resolved = std::fs::canonicalize(root).map_err(|error| IngestError::Root {
         path: root.to_path_buf(),
         error,
     })?;
+    if opts.confine && resolved != root {
+        return Err(IngestError::Moved {
+            path: root.to_path_buf(),
+            resolved,
+        });
+    }
+    let root = resolved;
     if !root.is_dir() {
         return Err(IngestError::Root {
             path: root,
             error: std::io::Error::other("not a folder"),
         });
     }
-    let walker = Walker::excluding(&opts.exclude)?;
+    let walker = Walker::excluding(&opts.exclude)?.following_links(opts.follow_links);
     let mut report = IngestReport {
         root: root.clone(),
         ..Default::default()
@@ -172,8 +191,6 @@ pub fn ingest(
     let mut unreadable_dirs: Vec<Vec<u8>> = Vec::new();
 
     let (store, model) = (&index.store, &index.model);
-    // New points go into the graph as they commit, so it must be loaded.
-    index.load_graph()?;
     let cancelled = || {
         opts.cancel
             .as_ref()
@@ -227,6 +244,7 @@ pub fn ingest(
         }
         Ok(())
     })?;
+    report.skipped = walker.skipped();
 
     if report.cancelled {
         index.save()?;
@@ -478,6 +496,11 @@ fn commit_batch(
     // in the pool, which may run at a lower priority: a low-priority thread
     // holding or queueing for the lock would stall every search); the graph
     // (the slow part) under a shared lock, so searches go on meanwhile.
+    // New points go into the graph as they commit, so it is loaded before
+    // the first of them (an ingest that adds nothing never opens it).
+    if !points.is_empty() {
+        index.load_graph()?;
+    }
     index.ann_mut().append_flat(&points)?;
     opts.in_pool(|| index.ann().insert_graph(&points));
     if !replaced.is_empty() {

@@ -36,17 +36,10 @@ pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
 
-/// Reads a whole file and hashes it; an empty file is an error.
+/// Reads a whole file and hashes it; an empty file, or anything but a
+/// regular file (a FIFO, a device), is an error.
 pub fn read(path: &Path) -> Result<FileContent, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if bytes.is_empty() {
-        return Err(ImageError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
+    let bytes = imageio::read_file(path)?;
     let hash = content_hash(&bytes);
     Ok(FileContent { bytes, hash })
 }

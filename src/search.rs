@@ -308,7 +308,7 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
                 to_embed.push((out.len(), px));
                 (None, Some(hash), Ok(Vec::new()))
             }
-            Err(e) => (None, None, Err(e.to_string())),
+            Err(e) => (None, None, Err(e.reason())),
         };
         out.push(QueryLatent {
             name,

@@ -61,8 +61,10 @@ fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the index database at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    #[error("cannot open the index database at {path}: {error}")]
+    Open { path: PathBuf, error: sled::Error },
+    #[error("the index at {path} is in use by another imgsearch process (a running `serve` or ingest); stop it, or wait for it to finish")]
+    InUse { path: PathBuf },
     #[error("the index at {path} has schema version {found}, newer than this imgsearch understands ({SCHEMA_VERSION}); upgrade imgsearch")]
     TooNew { path: PathBuf, found: u32 },
     #[error("index database error: {0}")]
@@ -193,9 +195,20 @@ impl Store {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_path_buf(),
-                source,
+            .map_err(|error| match &error {
+                // sled reports a held lock as an I/O error whose text says so.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::InUse {
+                        path: dir.parent().unwrap_or(dir).to_path_buf(),
+                    }
+                }
+                _ => StoreError::Open {
+                    path: dir.to_path_buf(),
+                    error,
+                },
             })?;
         let store = Self {
             meta: db.open_tree("meta")?,

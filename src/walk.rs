@@ -3,8 +3,12 @@
 //!
 //! Policy, the same everywhere:
 //! - files are yielded sorted by path, so runs are reproducible;
-//! - symbolic links are not followed (no loops, no escaping the folder);
-//! - only files with an image extension ([`has_image_extension`]) count;
+//! - symbolic links are not followed (no loops, no escaping the folder),
+//!   the root included, unless [`Walker::following_links`] asks; then a
+//!   loop is reported as an error;
+//! - only regular files with an image extension ([`has_image_extension`])
+//!   count; symbolic links left alone and special files (FIFOs, sockets,
+//!   devices) are counted in [`Skipped`];
 //! - excluded globs prune whole folders;
 //! - an unreadable entry is yielded as a [`WalkError`] and the walk goes on.
 //!
@@ -13,6 +17,7 @@
 //! of a second walk to count them.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -26,10 +31,32 @@ pub struct WalkError {
     pub error: String,
 }
 
+/// What a walk passed over by policy, rather than for an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Symbolic links, not followed.
+    pub symlinks: u64,
+    /// FIFOs, sockets and devices: never read (a FIFO would block).
+    pub special_files: u64,
+    /// Folders that resolved outside the root when the walk reached them
+    /// (swapped for a link meanwhile): never entered.
+    pub outside: u64,
+}
+
+impl Skipped {
+    pub fn total(&self) -> u64 {
+        self.symlinks + self.special_files + self.outside
+    }
+}
+
 /// Walks folders for image files, leaving out excluded paths.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Walker {
     excludes: GlobSet,
+    follow_links: bool,
+    symlinks: AtomicU64,
+    special_files: AtomicU64,
+    outside: AtomicU64,
 }
 
 impl Walker {
@@ -47,7 +74,23 @@ impl Walker {
         }
         Ok(Self {
             excludes: set.build()?,
+            ..Self::default()
         })
+    }
+
+    /// Follows symbolic links (the root's too), reporting loops as errors.
+    pub fn following_links(mut self, follow: bool) -> Self {
+        self.follow_links = follow;
+        self
+    }
+
+    /// What the walks so far passed over by policy.
+    pub fn skipped(&self) -> Skipped {
+        Skipped {
+            symlinks: self.symlinks.load(Ordering::Relaxed),
+            special_files: self.special_files.load(Ordering::Relaxed),
+            outside: self.outside.load(Ordering::Relaxed),
+        }
     }
 
     /// The image files under `root` (or `root` itself when it is a file),
@@ -57,17 +100,33 @@ impl Walker {
         root: &'a Path,
         progress: &'a dyn Progress,
     ) -> impl Iterator<Item = Result<PathBuf, WalkError>> + 'a {
+        let canonical = std::fs::canonicalize(root).ok();
         walkdir::WalkDir::new(root)
-            .follow_links(false)
+            .follow_links(self.follow_links)
+            .follow_root_links(self.follow_links)
             .sort_by_file_name()
             .into_iter()
-            .filter_entry(move |e| e.depth() == 0 || !self.excluded(root, e))
+            .filter_entry(move |e| {
+                e.depth() == 0 || !(self.excluded(root, e) || self.escapes(canonical.as_deref(), e))
+            })
             .filter_map(move |entry| match entry {
-                Ok(e) if e.file_type().is_file() && has_image_extension(e.path()) => {
+                Ok(e) if e.file_type().is_file() => {
+                    if !has_image_extension(e.path()) {
+                        return None;
+                    }
                     progress.grow(1);
                     Some(Ok(e.into_path()))
                 }
-                Ok(_) => None,
+                Ok(e) if e.file_type().is_dir() => None,
+                Ok(e) => {
+                    let counter = if e.path_is_symlink() {
+                        &self.symlinks
+                    } else {
+                        &self.special_files
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
                 Err(err) => Some(Err(WalkError {
                     path: err.path().unwrap_or(root).to_path_buf(),
                     error: err
@@ -87,6 +146,21 @@ impl Walker {
             }
         }
         (files, errors)
+    }
+
+    /// Whether a folder about to be entered resolves outside `root`. Without
+    /// link following that takes a folder swapped for a link mid-walk; the
+    /// check narrows that race to the moment between it and the open.
+    fn escapes(&self, root: Option<&Path>, entry: &walkdir::DirEntry) -> bool {
+        let Some(root) = root.filter(|_| !self.follow_links && entry.file_type().is_dir()) else {
+            return false;
+        };
+        let outside =
+            std::fs::canonicalize(entry.path()).map_or(true, |dir| !dir.starts_with(root));
+        if outside {
+            self.outside.fetch_add(1, Ordering::Relaxed);
+        }
+        outside
     }
 
     fn excluded(&self, root: &Path, entry: &walkdir::DirEntry) -> bool {

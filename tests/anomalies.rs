@@ -173,7 +173,11 @@ fn per_label_scores_several_models_checks_and_sheet() {
     let checks = checks["checks"].as_array().unwrap();
     assert_eq!(checks[0]["percentile"], 100.0);
     assert!(checks[1]["percentile"].as_f64().unwrap() < 90.0);
-    assert!(checks[2]["error"].as_str().unwrap().contains("junk.png"));
+    // The path is its own field; the error says why, without repeating it.
+    assert!(checks[2]["path"].as_str().unwrap().ends_with("junk.png"));
+    let error = checks[2]["error"].as_str().unwrap();
+    assert!(error.contains("not a decodable image"), "{error}");
+    assert!(!error.contains("junk.png"), "{error}");
 
     // --sheet: one captioned tile per reported image.
     let sheet = tmp.path().join("odd.png");

@@ -309,6 +309,7 @@ fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
         "no image",
     );
     expect(get(addr, "/api/jobs/77"), 404, "no job 77");
+    expect(get(addr, "/api/jobs/abc"), 400, "`abc` is not a job id");
     expect(get(addr, "/api/nothing"), 404, "no such endpoint");
     // Path traversal: refused, never served, and logged.
     let r = request(addr, "GET", "/../../../../etc/passwd", &[], &[]);
@@ -439,6 +440,8 @@ fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
     slow.write_raw(format!("POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 5000\r\n\r\n--{}\r\n", http::BOUNDARY).as_bytes()).unwrap();
     let r = slow.read_response().unwrap();
     assert_eq!(r.status, 408);
+    // Every error answer is JSON, even those made outside the handlers.
+    assert!(!r.error().is_empty(), "{}", r.text());
     // A file changed on disk since indexing: 409; gone: 410.
     let victim = files(&digits)[3].clone();
     let vid = find_id(addr, &victim);
@@ -453,6 +456,31 @@ fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
         get(addr, &format!("/api/images/{vid}/thumbnail")),
         410,
         "cannot be read",
+    );
+    // An indexed file replaced by a FIFO: refused at once, not waited on.
+    let piped = files(&digits)[4].clone();
+    let pid = find_id(addr, &piped);
+    std::fs::remove_file(&piped).unwrap();
+    let c = std::ffi::CString::new(piped.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    expect(
+        get(addr, &format!("/api/images/{pid}/file")),
+        410,
+        "not a regular file (a FIFO)",
+    );
+    // An indexed file swapped for a link to a file outside the index's
+    // folders: not served, whatever it points to.
+    let swapped = files(&digits)[5].clone();
+    let sid = find_id(addr, &swapped);
+    let secret = tmp.path().join("secret.png");
+    std::fs::copy(&swapped, &secret).unwrap();
+    std::fs::remove_file(&swapped).unwrap();
+    std::os::unix::fs::symlink(&secret, &swapped).unwrap();
+    expect(
+        get(addr, &format!("/api/images/{sid}/file")),
+        403,
+        "outside the folders this index holds",
     );
 
     let log = server.log();

@@ -13,6 +13,7 @@
 //! previous manifest valid; a missing, stale or unreadable dump is caught up
 //! or rebuilt from the store on open.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -51,6 +52,11 @@ struct Manifest {
     max_id: Option<u64>,
     dim: usize,
     params: HnswParams,
+    /// blake3 of each dump file, checked before the loader reads it (a
+    /// damaged dump can make hnsw_rs allocate terabytes and abort).
+    /// Dumps written before checksums existed have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    checksums: BTreeMap<String, String>,
 }
 
 /// The graph. Inserts, searches and dumps take `&self` (hnsw_rs locks per
@@ -67,11 +73,19 @@ pub struct Graph {
     dirty: AtomicBool,
 }
 
+/// blake3 of a file's bytes, in hex, or `None` when it cannot be read.
+fn file_checksum(path: &Path) -> Option<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path).ok()?).ok()?;
+    Some(hasher.finalize().to_hex().to_string())
+}
+
 fn encode_id(id: Option<u64>) -> u64 {
     id.map_or(0, |m| m + 1)
 }
 
-const MANIFEST: &str = "hnsw.json";
+/// The file naming the current graph dump.
+pub const MANIFEST: &str = "hnsw.json";
 const MAX_LAYER: usize = 16;
 
 fn new_graph(params: HnswParams, capacity: usize) -> Hnsw<'static, f32, DistL2> {
@@ -95,12 +109,16 @@ impl Graph {
         store: &Store,
         dim: usize,
         params: HnswParams,
-    ) -> Result<Self, AnnError> {
-        // A dump that is missing, unreadable or made for other vectors is
-        // rebuilt from the store: it is derived data.
-        let mut ann = match Self::load(dir, dim, params) {
-            Ok(ann) => ann,
-            Err(_) => Self::empty(dim, params, store.live_count()? as usize),
+    ) -> Result<(Self, Option<String>), AnnError> {
+        // A dump that is missing, damaged or made for other vectors is
+        // rebuilt from the store: it is derived data. Why, unless there was
+        // simply none, is returned for the caller to tell.
+        let (mut ann, rebuilt) = match Self::load(dir, dim, params) {
+            Ok(ann) => (ann, None),
+            Err(reason) => (
+                Self::empty(dim, params, store.live_count()? as usize),
+                Some(reason).filter(|_| dir.join(MANIFEST).exists()),
+            ),
         };
         ann.tombstones = store
             .tombstones()?
@@ -108,7 +126,7 @@ impl Graph {
             .map(|i| i as usize)
             .collect();
         ann.catch_up(store)?;
-        Ok(ann)
+        Ok((ann, rebuilt))
     }
 
     fn empty(dim: usize, params: HnswParams, capacity: usize) -> Self {
@@ -137,15 +155,27 @@ impl Graph {
         if !graph_file.is_file() {
             return Err(format!("{} is missing", graph_file.display()));
         }
+        for (name, want) in &m.checksums {
+            let path = folder.join(name);
+            if file_checksum(&path).as_deref() != Some(want.as_str()) {
+                return Err(format!("{} is damaged (checksum mismatch)", path.display()));
+            }
+        }
         // `load_hnsw` borrows its loader for the graph's lifetime; one loader
         // per open is leaked so the graph can be owned ('static).
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&folder, &m.basename)));
-        let hnsw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        // A damaged dump can make the loader panic: that is a reason to
+        // rebuild, not a crash, and its backtrace is no use to anyone.
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let io = io; // moved in, so the closure is FnOnce
             load_graph(io)
-        }))
-        .map_err(|_| "the saved graph is corrupt".to_string())?
-        .map_err(|e| format!("unreadable graph: {e}"))?;
+        }));
+        std::panic::set_hook(quiet);
+        let hnsw = loaded
+            .map_err(|_| "the saved graph is damaged".to_string())?
+            .map_err(|e| format!("unreadable graph: {e}"))?;
         if hnsw.get_nb_point() != m.points {
             return Err(format!(
                 "saved graph holds {} points, manifest says {}",
@@ -288,6 +318,14 @@ impl Graph {
             .hnsw
             .file_dump(&folder, "graph")
             .map_err(|e| dump_err(&folder, e.to_string()))?;
+        let mut checksums = BTreeMap::new();
+        for suffix in ["hnsw.graph", "hnsw.data"] {
+            let name = format!("{basename}.{suffix}");
+            let path = folder.join(&name);
+            let sum = file_checksum(&path)
+                .ok_or_else(|| dump_err(&path, "cannot read it back".into()))?;
+            checksums.insert(name, sum);
+        }
         let manifest = Manifest {
             folder: folder_name.clone(),
             basename,
@@ -295,6 +333,7 @@ impl Graph {
             max_id,
             dim: self.dim,
             params: self.params,
+            checksums,
         };
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("serializable");
         crate::fsutil::write_bytes_atomically(&dir.join(MANIFEST), &manifest_bytes)

@@ -43,6 +43,9 @@ pub struct Ann {
     pub flat: FlatVectors,
     pub flat_state: FlatOpen,
     graph: Option<Graph>,
+    /// Why the saved graph could not be used and was rebuilt from the
+    /// store in this process (damaged, or made for other vectors).
+    pub graph_rebuilt: Option<String>,
 }
 
 /// What the derived structures hold, for `status`.
@@ -66,6 +69,7 @@ impl Ann {
             flat,
             flat_state,
             graph: None,
+            graph_rebuilt: None,
         })
     }
 
@@ -76,7 +80,9 @@ impl Ann {
     /// The graph, loading (and catching up) the saved one on first use.
     pub fn graph(&mut self, store: &Store) -> Result<&mut Graph, AnnError> {
         if self.graph.is_none() {
-            self.graph = Some(Graph::open(&self.dir, store, self.dim, self.params)?);
+            let (graph, rebuilt) = Graph::open(&self.dir, store, self.dim, self.params)?;
+            self.graph = Some(graph);
+            self.graph_rebuilt = rebuilt;
         }
         Ok(self.graph.as_mut().expect("loaded above"))
     }

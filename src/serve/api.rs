@@ -375,10 +375,36 @@ fn hex(bytes: &[u8]) -> String {
 fn indexed_bytes(app: &App, id: u64) -> Result<(crate::store::Record, Vec<u8>), ApiError> {
     let rec = record(app, id)?;
     let path = rec.path_buf();
-    let bytes = std::fs::read(&path).map_err(|e| {
+    // The file must still lie under a folder the index holds: an indexed
+    // file (or a folder above it) swapped for a link to elsewhere is not
+    // served, whatever it points to.
+    let resolved = std::fs::canonicalize(&path).map_err(|e| {
         ApiError::new(
             StatusCode::GONE,
             format!("image {id} ({}) cannot be read: {e}", path.display()),
+        )
+    })?;
+    let roots = app.index.store.roots()?;
+    if !roots.iter().any(|root| resolved.starts_with(root)) {
+        tracing::warn!(id, path = %path.display(), resolved = %resolved.display(), "refused to serve a file that resolves outside the index's folders");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "image {id} ({}) now resolves to {}, outside the folders this index holds",
+                path.display(),
+                resolved.display()
+            ),
+        ));
+    }
+    // Never blocks: a FIFO put in an indexed file's place is refused.
+    let bytes = imageio::read_file(&path).map_err(|e| {
+        ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "image {id} ({}) cannot be read: {}",
+                path.display(),
+                e.reason()
+            ),
         )
     })?;
     if prepare::content_hash(&bytes) != rec.hash {

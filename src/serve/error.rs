@@ -77,3 +77,30 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
         Self::new(e.status(), format!("malformed upload: {}", e.body_text()))
     }
 }
+
+/// Gives every error answer a JSON body `{"error": ...}`, as the API
+/// promises: those made outside the handlers (a request timeout, a body
+/// limit, an unparsable path) come with an empty or plain-text body.
+pub async fn json_body(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}

@@ -202,8 +202,12 @@ fn run(app: &App, id: u64, pool: &Arc<rayon::ThreadPool>) {
         return;
     };
     tracing::info!(job = id, dir = %dir.display(), "ingest started");
+    // `dir` was resolved when the job was asked for; a link swapped in for
+    // it (or for a folder under it) since is refused, not followed.
     let opts = IngestOptions {
         exclude,
+        follow_links: false,
+        confine: true,
         limits: app.opts.limits,
         labels: LabelSource::Folders,
         cancel: Some(cancel),
@@ -228,6 +232,11 @@ fn run(app: &App, id: u64, pool: &Arc<rayon::ThreadPool>) {
                     "ingest finished"
                 );
                 job.report = serde_json::to_value(&report).ok();
+            }
+            Err(e @ ingest::IngestError::Moved { .. }) => {
+                tracing::warn!(job = id, error = %e, "refused an ingest whose folder was swapped for a link");
+                job.state = JobState::Failed;
+                job.error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::error!(job = id, error = %e, "ingest failed");
@@ -326,19 +335,26 @@ pub async fn list(State(app): State<Arc<App>>) -> Json<Value> {
 
 pub async fn show(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<u64>,
+    UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = job_id(&id)?;
     app.jobs
         .get(id)
         .map(|job| Json(json!({ "job": job })))
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+fn job_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{raw}` is not a job id")))
+}
+
 /// `DELETE /api/jobs/{id}`: stops a job after its current batch.
 pub async fn cancel(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<u64>,
+    UrlPath(id): UrlPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = job_id(&id)?;
     let mut found = false;
     app.jobs.update(id, |job| {
         found = true;

@@ -174,6 +174,7 @@ fn router(app: Arc<App>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(axum::middleware::map_response(error::json_body))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

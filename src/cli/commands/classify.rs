@@ -70,6 +70,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     let (predictions, method) = classify::classify(&index, &latents, &exclude, &opts)?;
     index.save()?;
+    super::report_repairs(&index);
     let mut predictions = predictions.into_iter();
     let images: Vec<Classified> = queries
         .iter()

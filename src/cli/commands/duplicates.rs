@@ -43,6 +43,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         .unwrap_or_else(|| duplicates::default_threshold(&index.model));
     let groups = duplicates::duplicates(&index, threshold, NEIGHBOURS)?;
     index.save()?;
+    super::report_repairs(&index);
     let report = Duplicates { threshold, groups };
     if args.csv {
         output::print_with(|out| report.csv(out))?;

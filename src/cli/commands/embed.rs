@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<Outcome> {
                 paths.push(path.clone());
                 pixels.push(image.pixels);
             }
-            Err(e) => failures.push(Failure::new(path, e.to_string())),
+            Err(e) => failures.push(Failure::new(path, e.reason())),
         }
     }
     let latents = model.embed(&pixels)?;

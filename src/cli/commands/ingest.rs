@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use imgsearch::index::Index;
+use imgsearch::index::{self, Index};
 use imgsearch::ingest::{self, IngestOptions, IngestReport};
 use imgsearch::labels::LabelSource;
 
@@ -26,6 +26,10 @@ pub struct Args {
     /// Leave out files and folders matching this glob (relative path or name); repeatable.
     #[arg(long)]
     exclude: Vec<String>,
+    /// Follow symbolic links under DIR (loops are reported and skipped).
+    /// Without it links are passed over and counted.
+    #[arg(long)]
+    follow_links: bool,
     /// Take labels from this CSV of `path,label` rows (paths relative to DIR
     /// or absolute; optional header) instead of folder names. Unlisted images
     /// are stored unlabelled; a changed label is updated without re-encoding.
@@ -39,14 +43,27 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
+    let dir = args.index.index.clone();
+    let new_index = !dir.join("db").exists();
+    let result = ingest(args);
+    // A first ingest that stored nothing leaves no index behind: otherwise
+    // its model (perhaps the default, by mistake) would be stamped on it,
+    // and the corrected command refused.
+    if new_index && !matches!(result, Ok(Outcome::Success)) && dir.join("db").exists() {
+        index::discard_new(&dir)
+            .with_context(|| format!("removing the empty new index {}", dir.display()))?;
+    }
+    result
+}
+
+fn ingest(args: Args) -> Result<Outcome> {
     let dir = &args.index.index;
     let index = Index::open(dir, args.model.as_deref(), true)
         .with_context(|| format!("opening index {}", dir.display()))?;
-    if index.ann().flat_state.rebuilt && index.store.live_count()? > 0 {
-        eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
-    }
     let opts = IngestOptions {
         exclude: args.exclude,
+        follow_links: args.follow_links,
+        confine: false,
         limits: args.decode.limits(),
         labels: LabelSource::from_file_or_folders(args.labels.as_deref(), &args.dir)?,
         cancel: None,
@@ -57,6 +74,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         ingest::ingest(&index, &args.dir, &opts, &bar)
             .with_context(|| format!("ingesting {}", args.dir.display()))?
     };
+    super::report_repairs(&index);
     if !args.json {
         for f in &report.failures {
             eprintln!("skipped {}: {}", f.path.display(), f.reason);
@@ -94,6 +112,15 @@ impl Table for IngestReport {
             self.failed,
             self.seconds,
             self.images_per_second
-        )
+        )?;
+        let skipped = self.skipped;
+        if skipped.total() > 0 {
+            writeln!(
+                out,
+                "passed over {} symbolic links (see --follow-links), {} special files (FIFOs, sockets, devices) and {} folders that resolved outside it",
+                skipped.symlinks, skipped.special_files, skipped.outside
+            )?;
+        }
+        Ok(())
     }
 }

@@ -18,3 +18,18 @@ pub mod restore;
 pub mod serve;
 pub mod status;
 pub mod train;
+
+use imgsearch::index::Index;
+
+/// Tells the user, on stderr, about derived files this command had to
+/// rebuild from the store (nothing was lost, but it took time and may
+/// point at a disk problem).
+pub fn report_repairs(index: &Index) {
+    let ann = index.ann();
+    if ann.flat_state.rebuilt && index.store.live_count().unwrap_or(0) > 0 {
+        eprintln!("note: the flat vector file was missing or unreadable; rewritten from the store");
+    }
+    if let Some(reason) = &ann.graph_rebuilt {
+        eprintln!("note: the HNSW graph could not be used ({reason}); rebuilt from the store");
+    }
+}

@@ -91,6 +91,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let (found, method) = search::nearest_many(&index, &vectors, &opts)?;
     // A graph this process had to build or catch up is kept for next time.
     index.save()?;
+    super::report_repairs(&index);
 
     let mut found = found.into_iter();
     let answers: Vec<Answer> = queries

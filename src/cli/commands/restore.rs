@@ -167,7 +167,7 @@ pub fn denoise(args: DenoiseArgs) -> Result<Outcome> {
 pub fn inpaint(args: InpaintArgs) -> Result<Outcome> {
     let job = Job::start(&args.input, &args.model, &args.common)?;
     let mask = imageio::decode_file(&args.mask, args.common.decode.limits())
-        .with_context(|| format!("reading the mask {}", args.mask.display()))?;
+        .context("reading the mask")?;
     let missing = restore::mask_from_image(&mask, job.planes.width, job.planes.height)
         .with_context(|| format!("mask {}", args.mask.display()))?;
     let (filled, done) = {
@@ -206,8 +206,7 @@ struct Job {
 impl Job {
     fn start(input: &Path, model: &str, common: &RestoreCommon) -> Result<Self> {
         let model = Model::load(model).with_context(|| format!("loading model `{model}`"))?;
-        let image = imageio::decode_file(input, common.decode.limits())
-            .with_context(|| format!("reading {}", input.display()))?;
+        let image = imageio::decode_file(input, common.decode.limits())?;
         let planes = Planes::from_image(&image, model.channels());
         Ok(Self {
             input: input.to_path_buf(),
