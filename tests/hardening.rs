@@ -269,8 +269,7 @@ fn a_confined_ingest_refuses_a_root_swapped_for_a_link() {
         ..IngestOptions::default()
     };
     let err = ingest::ingest(&index, &asked, &opts, &imgsearch::progress::NoProgress)
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(matches!(err, IngestError::Moved { .. }), "{err}");
     assert_eq!(index.store.live_count().unwrap(), 0);
     assert!(index.store.roots().unwrap().is_empty());
