@@ -590,3 +590,82 @@ fn sigterm_stops_ingest_cleanly_and_a_rerun_completes_it() {
     );
     assert_eq!(json_cmd("status", &index, &[])["images"], 6100);
 }
+
+/// 1,500 connections that send nothing (or half a header) to a server
+/// started with the common default of 1,024 open files: `/healthz` still
+/// answers (the server raises its limit), and the silent connections are
+/// closed once idle for `--idle-timeout`.
+#[test]
+fn idle_connections_neither_take_the_server_down_nor_stay_open() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    std::fs::create_dir_all(&root).unwrap();
+    for i in 0..3u32 {
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * i + y) as u8]))
+            .save(root.join(format!("{i}.png")))
+            .unwrap();
+    }
+    let index = dir.path().join("idx");
+    json_cmd(
+        "ingest",
+        &index,
+        &[root.as_os_str(), "--model".as_ref(), "digits".as_ref()],
+    );
+    // The soft limit most machines start processes with.
+    let wrapper = dir.path().join("imgsearch-1024");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nulimit -Sn 1024\nexec '{}' \"$@\"\n",
+            bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let server = Server::start(&wrapper, &index, &["--timeout", "1", "--idle-timeout", "6"]);
+    let addr = server.addr;
+    let mut idle: Vec<std::net::TcpStream> = (0..1500)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x").unwrap();
+            }
+            c
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(get(addr, "/healthz").text(), "ok");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // After the idle timeout (6 s, the least allowed with --timeout 1) the
+    // silent connections are closed by the server: reads see the end.
+    std::thread::sleep(Duration::from_secs(8));
+    let mut closed = 0;
+    for c in idle.iter_mut().step_by(50) {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 1024];
+        // Whatever the server said last, the connection must end; a read
+        // that times out instead means it is still open.
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break closed += 1,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(_) => break closed += 1,
+            }
+        }
+    }
+    assert_eq!(closed, 30, "silent connections were left open");
+    assert_eq!(get(addr, "/healthz").text(), "ok");
+}

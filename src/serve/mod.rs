@@ -15,6 +15,7 @@
 
 mod api;
 mod assets;
+mod conn;
 mod error;
 mod jobs;
 
@@ -41,6 +42,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 pub const DEFAULT_MAX_UPLOAD: usize = 20 << 20;
 /// Default time a request may take before it is answered 408.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a connection may sit without traffic before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -52,6 +57,11 @@ pub struct ServeOptions {
     /// Decoded-pixel limit for uploads (413 above it).
     pub limits: DecodeLimits,
     pub timeout: Duration,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed. Kept longer
+    /// than `timeout`, so a request in progress is always answered first.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +72,8 @@ impl Default for ServeOptions {
             max_upload: DEFAULT_MAX_UPLOAD,
             limits: DecodeLimits::default(),
             timeout: DEFAULT_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -107,6 +119,11 @@ pub fn serve(
             error,
         })?;
     }
+    match conn::raise_open_file_limit() {
+        Ok(files) => tracing::info!(files, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    opts.idle_timeout = opts.idle_timeout.max(opts.timeout + Duration::from_secs(5));
     let t = Instant::now();
     index.load_graph()?;
     tracing::info!(
@@ -134,6 +151,8 @@ pub fn serve(
         let bound = listener.local_addr()?;
         tracing::info!(%bound, "listening");
         ready(bound);
+        let listener =
+            conn::Limited::new(listener, app.opts.max_connections, app.opts.idle_timeout);
         axum::serve(listener, router(app.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await?;

@@ -36,6 +36,14 @@ pub struct Args {
     /// Seconds a request may take before it is answered 408.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Connections served at once; further clients wait until one closes.
+    #[arg(long, default_value_t = serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a connection may sit without traffic (a client that sends
+    /// nothing, or half a request, or an idle keep-alive) before it is
+    /// closed; at least --timeout + 5.
+    #[arg(long, default_value_t = serve::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    idle_timeout: u64,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -57,6 +65,8 @@ pub fn run(args: Args) -> Result<Outcome> {
         max_upload: args.max_upload_mb << 20,
         limits: args.decode.limits(),
         timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        max_connections: args.max_connections,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
     };
     serve::serve(index, opts, |addr| {
         eprintln!("listening on http://{addr}");
