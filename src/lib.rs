@@ -21,6 +21,7 @@ pub mod eval;
 pub mod export;
 pub mod filter;
 pub mod fsutil;
+pub mod guard;
 pub mod imageio;
 pub mod index;
 pub mod ingest;

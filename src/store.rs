@@ -63,6 +63,8 @@ fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
 pub enum StoreError {
     #[error("cannot open the index database at {path}: {error}")]
     Open { path: PathBuf, error: sled::Error },
+    #[error("the index database at {path} is damaged ({message}). The images themselves are untouched: build a new index from their folders with `imgsearch ingest DIR --index NEW` (`imgsearch status` on a backup lists the folders), then replace this one")]
+    Damaged { path: PathBuf, message: String },
     #[error("the index at {path} is in use by another imgsearch process (a running `serve` or ingest); stop it, or wait for it to finish")]
     InUse { path: PathBuf },
     #[error("the index at {path} has schema version {found}, newer than this imgsearch understands ({SCHEMA_VERSION}); upgrade imgsearch")]
@@ -191,25 +193,32 @@ fn tx_counter(meta: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64>
 impl Store {
     /// Opens (creating if needed) the database in `dir`, migrating old schemas.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|error| match &error {
-                // sled reports a held lock as an I/O error whose text says so.
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    StoreError::InUse {
-                        path: dir.parent().unwrap_or(dir).to_path_buf(),
-                    }
+        // sled panics on some damage (a truncated log) instead of erring.
+        let opened = crate::guard::catch_panic(|| {
+            sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        })
+        .map_err(|message| StoreError::Damaged {
+            path: dir.to_path_buf(),
+            message,
+        })?;
+        let db = opened.map_err(|error| match &error {
+            // sled reports a held lock as an I/O error whose text says so.
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                StoreError::InUse {
+                    path: dir.parent().unwrap_or(dir).to_path_buf(),
                 }
-                _ => StoreError::Open {
-                    path: dir.to_path_buf(),
-                    error,
-                },
-            })?;
+            }
+            _ => StoreError::Open {
+                path: dir.to_path_buf(),
+                error,
+            },
+        })?;
         let store = Self {
             meta: db.open_tree("meta")?,
             images: db.open_tree("images")?,

@@ -274,3 +274,26 @@ fn a_confined_ingest_refuses_a_root_swapped_for_a_link() {
     assert_eq!(index.store.live_count().unwrap(), 0);
     assert!(index.store.roots().unwrap().is_empty());
 }
+
+#[test]
+fn a_truncated_database_is_a_clear_error_not_a_panic() {
+    // Enough records that the log spans several segments: cut in half, a
+    // small one sled recovers from (and the test would prove nothing).
+    let Some((_tmp, _root, index)) = common::mnist_index(3000) else {
+        return;
+    };
+    let db = index.join("db/db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = run(bin().args(["status", "--index"]).arg(&index));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("imgsearch ingest DIR --index NEW"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -166,16 +166,12 @@ impl Graph {
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&folder, &m.basename)));
         // A damaged dump can make the loader panic: that is a reason to
         // rebuild, not a crash, and its backtrace is no use to anyone.
-        let quiet = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let hnsw = crate::guard::catch_panic(move || {
             let io = io; // moved in, so the closure is FnOnce
             load_graph(io)
-        }));
-        std::panic::set_hook(quiet);
-        let hnsw = loaded
-            .map_err(|_| "the saved graph is damaged".to_string())?
-            .map_err(|e| format!("unreadable graph: {e}"))?;
+        })
+        .map_err(|panic| format!("the saved graph is damaged: {panic}"))?
+        .map_err(|e| format!("unreadable graph: {e}"))?;
         if hnsw.get_nb_point() != m.points {
             return Err(format!(
                 "saved graph holds {} points, manifest says {}",
