@@ -297,3 +297,34 @@ fn a_truncated_database_is_a_clear_error_not_a_panic() {
     assert!(err.contains("imgsearch ingest DIR --index NEW"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn zeroed_rows_in_the_flat_file_are_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    let files = images(&root, 40);
+    let index = dir.path().join("idx");
+    assert_eq!(ingest(&root, &index, &[]).status.code(), Some(0));
+    // Zero ten rows in the middle: same file size, ids and vectors gone.
+    let flat = index.join("vectors.flat");
+    let mut bytes = std::fs::read(&flat).unwrap();
+    let row = 8 + 4 * 16;
+    bytes[32 + 10 * row..32 + 20 * row].fill(0);
+    std::fs::write(&flat, &bytes).unwrap();
+    // Every image is still found (as itself, first), and the repair is told.
+    let out = run_within(
+        bin()
+            .arg("query")
+            .args(&files[10..20])
+            .args(["--exact", "-k", "1", "--json", "--index"])
+            .arg(&index),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    let answers: Value = json_of(&out);
+    for (answer, file) in answers.as_array().unwrap().iter().zip(&files[10..20]) {
+        assert_eq!(answer["results"][0]["path"], file.to_str().unwrap());
+    }
+    assert_ne!(std::fs::read(&flat).unwrap(), bytes);
+}

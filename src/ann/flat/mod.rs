@@ -23,8 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 mod scan;
+mod sums;
 
 pub use scan::BATCH_FROM;
+use sums::Sums;
 
 use crate::ann::kernels::floats;
 use crate::store::{Store, StoreError};
@@ -56,6 +58,8 @@ pub struct FlatVectors {
     tombstones: Vec<u64>,
     /// The file as mapped for the current `rows`; reset by appends.
     map: OnceLock<Option<memmap2::Mmap>>,
+    /// Block checksums of the `rows` rows, saved beside the file on sync.
+    sums: Sums,
 }
 
 /// How the file was brought up to date on open.
@@ -63,7 +67,8 @@ pub struct FlatVectors {
 pub struct FlatOpen {
     /// Rows appended from the store (0 when the file was current).
     pub caught_up: usize,
-    /// Whether the file was missing or unreadable and written afresh.
+    /// Whether the file was missing, unreadable or damaged (its block
+    /// checksums did not match) and was written afresh.
     pub rebuilt: bool,
 }
 
@@ -73,8 +78,19 @@ impl FlatVectors {
     /// does not match `dim`.
     pub fn open(dir: &Path, store: &Store, dim: usize) -> Result<(Self, FlatOpen), FlatError> {
         let path = dir.join(FILE_NAME);
-        let (mut flat, rebuilt) = match read_header(&path, dim) {
-            Some((rows, last_id)) => (Self::with(path, dim, rows, last_id), false),
+        let opened = read_header(&path, dim).and_then(|(rows, last_id)| {
+            let mut flat = Self::with(path.clone(), dim, rows, last_id);
+            flat.sums = Sums::of(flat.data(), flat.row_bytes());
+            match Sums::read(&Sums::path(&path)) {
+                // Damaged (or saved for other rows): rebuilt below.
+                Some(saved) if saved != flat.sums => None,
+                Some(_) => Some(flat),
+                // Written before checksums existed: they start now.
+                None => flat.sums.write(&Sums::path(&path)).ok().map(|()| flat),
+            }
+        });
+        let (mut flat, rebuilt) = match opened {
+            Some(flat) => (flat, false),
             None => {
                 let mut flat = Self::with(path, dim, 0, None);
                 flat.write_header()?;
@@ -107,6 +123,7 @@ impl FlatVectors {
             unsynced: false,
             tombstones: Vec::new(),
             map: OnceLock::new(),
+            sums: Sums::default(),
         }
     }
 
@@ -156,6 +173,7 @@ impl FlatVectors {
             f.write_all(&buf)
         };
         write().map_err(|e| self.io_err(e))?;
+        self.sums.extend(&buf, self.row_bytes());
         self.rows += points.len();
         self.last_id = points.last().map(|(id, _)| *id);
         self.unsynced = true;
@@ -172,6 +190,9 @@ impl FlatVectors {
             .and_then(|f| f.sync_data())
             .map_err(|e| self.io_err(e))?;
         self.write_header()?;
+        self.sums
+            .write(&Sums::path(&self.path))
+            .map_err(|e| self.io_err(e))?;
         self.unsynced = false;
         Ok(())
     }
@@ -217,6 +238,15 @@ impl FlatVectors {
         }
         fresh.append(&batch)?;
         fresh.sync()?;
+        // Written even for an empty store, where sync had nothing to do.
+        fresh
+            .sums
+            .write(&Sums::path(&tmp_path))
+            .map_err(|e| fresh.io_err(e))?;
+        // The sums first: a crash between the renames leaves new sums over
+        // the old file, which fails the check and rebuilds (never trusts).
+        std::fs::rename(Sums::path(&tmp_path), Sums::path(&self.path))
+            .map_err(|e| self.io_err(e))?;
         std::fs::rename(&tmp_path, &self.path).map_err(|e| self.io_err(e))?;
         fresh.path = self.path.clone();
         *self = fresh;
