@@ -67,9 +67,12 @@ pub struct FlatVectors {
 pub struct FlatOpen {
     /// Rows appended from the store (0 when the file was current).
     pub caught_up: usize,
-    /// Whether the file was missing, unreadable or damaged (its block
-    /// checksums did not match) and was written afresh.
+    /// Whether the file was missing, unreadable or damaged and was written
+    /// afresh.
     pub rebuilt: bool,
+    /// Whether a file was there but could not be used: unreadable, made for
+    /// other vectors, or damaged (its block checksums did not match).
+    pub damaged: bool,
 }
 
 impl FlatVectors {
@@ -89,12 +92,13 @@ impl FlatVectors {
                 None => flat.sums.write(&Sums::path(&path)).ok().map(|()| flat),
             }
         });
-        let (mut flat, rebuilt) = match opened {
-            Some(flat) => (flat, false),
+        let (mut flat, rebuilt, damaged) = match opened {
+            Some(flat) => (flat, false, false),
             None => {
+                let existed = path.exists();
                 let mut flat = Self::with(path, dim, 0, None);
                 flat.write_header()?;
-                (flat, true)
+                (flat, true, existed)
             }
         };
         flat.tombstones = store.tombstones()?;
@@ -111,7 +115,14 @@ impl FlatVectors {
         caught_up += batch.len();
         flat.append(&batch)?;
         flat.sync()?;
-        Ok((flat, FlatOpen { caught_up, rebuilt }))
+        Ok((
+            flat,
+            FlatOpen {
+                caught_up,
+                rebuilt,
+                damaged,
+            },
+        ))
     }
 
     fn with(path: PathBuf, dim: usize, rows: usize, last_id: Option<u64>) -> Self {

@@ -26,8 +26,8 @@ use imgsearch::index::Index;
 /// point at a disk problem).
 pub fn report_repairs(index: &Index) {
     let ann = index.ann();
-    if ann.flat_state.rebuilt && index.store.live_count().unwrap_or(0) > 0 {
-        eprintln!("note: the flat vector file was missing, unreadable or damaged; rewritten from the store");
+    if ann.flat_state.damaged {
+        eprintln!("note: the flat vector file was unreadable or damaged; rewritten from the store");
     }
     if let Some(reason) = &ann.graph_rebuilt {
         eprintln!("note: the HNSW graph could not be used ({reason}); rebuilt from the store");
