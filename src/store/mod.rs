@@ -19,8 +19,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+
+mod tx;
+use tx::{tx_error, TxTrees};
 
 /// Current schema; [`MIGRATIONS`] lifts older stores to it.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -176,18 +178,6 @@ pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect()
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
-
-fn tx_counter(meta: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64> {
-    let current = meta
-        .get(name)?
-        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-        .unwrap_or(0);
-    let next = (current as i64 + delta).max(0) as u64;
-    meta.insert(name, &next.to_be_bytes())?;
-    Ok(next)
 }
 
 impl Store {
@@ -487,108 +477,6 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
-    }
-}
-
-fn encode(record: &Record) -> Vec<u8> {
-    postcard::to_stdvec(record).expect("records serialize")
-}
-
-/// The trees of one transaction, so helpers take one argument.
-struct TxTrees<'a> {
-    meta: &'a TransactionalTree,
-    images: &'a TransactionalTree,
-    vectors: &'a TransactionalTree,
-    paths: &'a TransactionalTree,
-    hashes: &'a TransactionalTree,
-    tombs: &'a TransactionalTree,
-    labelled: &'a TransactionalTree,
-    labels: &'a TransactionalTree,
-}
-
-impl TxTrees<'_> {
-    /// Stores a new record under the next id, replacing any older record of
-    /// the same path (a path has one live record), and returns the id.
-    fn add(&self, record: &Record, vector: &[f32]) -> TxResult<u64> {
-        let id = tx_counter(self.meta, "next_id", 1)? - 1;
-        if let Some(old) = self.paths.get(&record.path)? {
-            self.remove(id_of(&old))?;
-        }
-        self.images.insert(&key(id), encode(record))?;
-        self.vectors.insert(&key(id), vector_bytes(vector))?;
-        self.paths.insert(record.path.as_slice(), &key(id))?;
-        self.hashes.insert(hash_key(&record.hash, id), &[])?;
-        self.set_label(id, None, record.label.as_deref())?;
-        tx_counter(self.meta, "live", 1)?;
-        Ok(id)
-    }
-
-    /// Rewrites a live record (a move to a new path, or new file facts or
-    /// label); its embedding is kept. A record removed meanwhile is skipped.
-    fn update(&self, id: u64, record: &Record) -> TxResult<()> {
-        let Some(old) = self.images.get(key(id))? else {
-            return Ok(());
-        };
-        let old: Record = postcard::from_bytes(&old)
-            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-        if old.path != record.path {
-            self.paths.remove(old.path.as_slice())?;
-            // The new path's older record, if any, gives way.
-            if let Some(other) = self.paths.get(&record.path)? {
-                if id_of(&other) != id {
-                    self.remove(id_of(&other))?;
-                }
-            }
-            self.paths.insert(record.path.as_slice(), &key(id))?;
-        }
-        self.set_label(id, old.label.as_deref(), record.label.as_deref())?;
-        self.images.insert(&key(id), encode(record))?;
-        Ok(())
-    }
-
-    /// Drops a live record from every tree and makes its id a tombstone.
-    fn remove(&self, id: u64) -> TxResult<()> {
-        let Some(old) = self.images.remove(&key(id))? else {
-            return Ok(());
-        };
-        let old: Record = postcard::from_bytes(&old)
-            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-        self.vectors.remove(&key(id))?;
-        if self.paths.get(&old.path)?.is_some_and(|v| id_of(&v) == id) {
-            self.paths.remove(old.path.as_slice())?;
-        }
-        self.hashes.remove(hash_key(&old.hash, id))?;
-        self.set_label(id, old.label.as_deref(), None)?;
-        self.tombs.insert(&key(id), &[])?;
-        tx_counter(self.meta, "live", -1)?;
-        tx_counter(self.meta, "tombstones", 1)?;
-        Ok(())
-    }
-
-    /// Moves `id` from label `old` to label `new` (either may be none),
-    /// keeping the per-label counts.
-    fn set_label(&self, id: u64, old: Option<&str>, new: Option<&str>) -> TxResult<()> {
-        if old == new {
-            return Ok(());
-        }
-        if let Some(old) = old {
-            if tx_counter(self.labels, old, -1)? == 0 {
-                self.labels.remove(old.as_bytes())?;
-            }
-            self.labelled.remove(&key(id))?;
-        }
-        if let Some(new) = new {
-            tx_counter(self.labels, new, 1)?;
-            self.labelled.insert(&key(id), new.as_bytes())?;
-        }
-        Ok(())
-    }
-}
-
-fn tx_error(e: TransactionError<String>) -> StoreError {
-    match e {
-        TransactionError::Abort(message) => StoreError::Aborted(message),
-        TransactionError::Storage(e) => StoreError::Db(e),
     }
 }
 
