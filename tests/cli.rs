@@ -379,14 +379,7 @@ fn output_piped_into_head_ends_quietly() {
         });
         img.save(root.join(format!("{n:05}.png"))).unwrap();
     }
-    common::run_ok(
-        bin()
-            .arg("ingest")
-            .arg(&root)
-            .arg("--index")
-            .arg(&index)
-            .args(["--model", "digits"]),
-    );
+    common::ingest_digits(&root, &index);
     let exe = env!("CARGO_BIN_EXE_imgsearch");
     let query = root.join("00007.png");
     for command in [

@@ -69,14 +69,7 @@ fn config(epochs: usize, seed: u64) -> TrainConfig {
 #[test]
 fn training_lowers_validation_loss_and_keeps_best() {
     let set = train_set(&synthetic_images(128));
-    let trained = model::train::train(
-        &config(6, 7),
-        &set,
-        "synthetic",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
+    let trained = train_quietly(&config(6, 7), &set, "synthetic").unwrap();
     let h = &trained.history;
     assert_eq!(h.len(), 6);
     let first = h[0].validation_loss;
@@ -102,14 +95,7 @@ fn denoising_training_runs_on_noisy_inputs() {
     let mut cfg = config(2, 3);
     cfg.noise = 0.2;
     cfg.loss = Loss::Mse;
-    let trained = model::train::train(
-        &cfg,
-        &set,
-        "synthetic",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
+    let trained = train_quietly(&cfg, &set, "synthetic").unwrap();
     assert_eq!(trained.info.training.noise, 0.2);
     assert_eq!(trained.info.loss, "mse");
     assert!(trained
@@ -121,30 +107,9 @@ fn denoising_training_runs_on_noisy_inputs() {
 #[test]
 fn training_is_deterministic_for_a_seed() {
     let set = train_set(&synthetic_images(48));
-    let a = model::train::train(
-        &config(2, 11),
-        &set,
-        "s",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
-    let b = model::train::train(
-        &config(2, 11),
-        &set,
-        "s",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
-    let c = model::train::train(
-        &config(2, 12),
-        &set,
-        "s",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
+    let a = train_quietly(&config(2, 11), &set, "s").unwrap();
+    let b = train_quietly(&config(2, 11), &set, "s").unwrap();
+    let c = train_quietly(&config(2, 12), &set, "s").unwrap();
     let same = |x: &HashMap<String, Tensor>, y: &HashMap<String, Tensor>| {
         x.iter().all(|(k, t)| {
             t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -164,14 +129,7 @@ fn training_is_deterministic_for_a_seed() {
 #[test]
 fn save_then_load_gives_bit_identical_outputs() {
     let images = synthetic_images(40);
-    let trained = model::train::train(
-        &config(1, 5),
-        &train_set(&images),
-        "s",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
+    let trained = train_quietly(&config(1, 5), &train_set(&images), "s").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     trained.save(&path).unwrap();
@@ -197,14 +155,7 @@ fn save_then_load_gives_bit_identical_outputs() {
 
 #[test]
 fn refuses_corrupt_and_mismatched_model_files() {
-    let trained = model::train::train(
-        &config(1, 5),
-        &train_set(&synthetic_images(8)),
-        "s",
-        &imgsearch::progress::NoProgress,
-        |_| {},
-    )
-    .unwrap();
+    let trained = train_quietly(&config(1, 5), &train_set(&synthetic_images(8)), "s").unwrap();
     let err = |bytes: Vec<u8>| {
         Model::from_bytes(bytes, "test.safetensors")
             .err()
@@ -288,4 +239,19 @@ fn embedded_defaults_load_and_describe_themselves() {
         err.contains("digits, digits-denoise, fashion, photos"),
         "{err}"
     );
+}
+
+/// Trains with no progress reporting and no per-epoch hook.
+fn train_quietly(
+    cfg: &model::TrainConfig,
+    set: &model::TrainSet,
+    data_name: &str,
+) -> Result<model::TrainedModel, model::train::TrainError> {
+    model::train::train(
+        cfg,
+        set,
+        data_name,
+        &imgsearch::progress::NoProgress,
+        |_| {},
+    )
 }

@@ -113,17 +113,22 @@ pub fn json_cmd(command: &str, index: &std::path::Path, args: &[&std::ffi::OsStr
     ))
 }
 
-/// [`mnist_export`] of `limit` digits, ingested with the `digits` model.
-pub fn mnist_index(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    let (tmp, root, index) = mnist_export(limit)?;
+/// Ingests `root` into `index` with the `digits` model; must succeed.
+pub fn ingest_digits(root: &std::path::Path, index: &std::path::Path) {
     run_ok(
         bin()
             .arg("ingest")
-            .arg(&root)
+            .arg(root)
             .arg("--index")
-            .arg(&index)
+            .arg(index)
             .args(["--model", "digits"]),
     );
+}
+
+/// [`mnist_export`] of `limit` digits, ingested with the `digits` model.
+pub fn mnist_index(limit: usize) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let (tmp, root, index) = mnist_export(limit)?;
+    ingest_digits(&root, &index);
     Some((tmp, root, index))
 }
 
