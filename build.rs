@@ -6,7 +6,13 @@
 
 use std::path::PathBuf;
 
-const DEFAULT_MODELS: &[&str] = &["digits", "digits-denoise", "fashion", "photos"];
+const DEFAULT_MODELS: &[&str] = &[
+    "digits",
+    "digits-denoise",
+    "fashion",
+    "photos",
+    "photos-cifar32",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

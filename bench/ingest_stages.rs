@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     let t = Instant::now();
-    let (ann, _) = Graph::open(&tmp.path().join("none"), &store, model.latent_dim(), params)?;
+    let (ann, _) = Graph::open(&tmp.path().join("none"), &store, model.embedding_dim(), params)?;
     let insert_s = t.elapsed().as_secs_f64();
     rows.push((
         format!(
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     ));
 
     // Recall@10 of the graph against exact search, 500 queries from the set.
-    let dim = model.latent_dim();
+    let dim = model.embedding_dim();
     let flat: Vec<f32> = scored.iter().flat_map(|(v, _)| v.iter().copied()).collect();
     let step = (scored.len() / 500).max(1);
     let queries: Vec<f32> = scored

@@ -105,12 +105,12 @@ fn main() -> anyhow::Result<()> {
             let test_z = embed_all(&model, &test)?;
             let encode_s = started.elapsed().as_secs_f64();
             let (accuracy, search_s) =
-                knn_accuracy(&train_z, &test_z, model.latent_dim(), &train, &test)?;
-            dims.push(model.latent_dim());
+                knn_accuracy(&train_z, &test_z, model.embedding_dim(), &train, &test)?;
+            dims.push(model.embedding_dim());
             rows.push(Row {
                 dataset: key,
                 method: format!("latent `{spec}`"),
-                dim: model.latent_dim(),
+                dim: model.embedding_dim(),
                 accuracy,
                 encode_s: Some(encode_s),
                 search_s,
@@ -166,7 +166,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn embed_all(model: &Model, ds: &Dataset) -> anyhow::Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(ds.len() * model.latent_dim());
+    let mut out = Vec::with_capacity(ds.len() * model.embedding_dim());
     for start in (0..ds.len()).step_by(4096) {
         let batch: Vec<_> = (start..(start + 4096).min(ds.len()))
             .map(|i| ds.pixels(i))

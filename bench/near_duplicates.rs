@@ -33,56 +33,9 @@ use imgsearch::imageio::{self, DecodeLimits, Pixels};
 use imgsearch::knn::{exact_knn, Vectors};
 use imgsearch::model::Model;
 
-type Transform = (&'static str, fn(&DynamicImage) -> DynamicImage);
-
-fn jpeg50(img: &DynamicImage) -> DynamicImage {
-    let mut bytes = Vec::new();
-    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 50);
-    img.to_rgb8().write_with_encoder(enc).expect("jpeg encode");
-    imageio::decode_bytes(&bytes, Path::new("copy.jpg"), DecodeLimits::default())
-        .expect("jpeg decode")
-}
-
-fn half_and_back(img: &DynamicImage) -> DynamicImage {
-    let (w, h) = (img.width(), img.height());
-    let small = img.resize_exact(w / 2, h / 2, image::imageops::FilterType::Triangle);
-    small.resize_exact(w, h, image::imageops::FilterType::Triangle)
-}
-
-fn crop10(img: &DynamicImage) -> DynamicImage {
-    let (w, h) = (img.width(), img.height());
-    let (cw, ch) = (
-        (w as f32 * 0.9).round() as u32,
-        (h as f32 * 0.9).round() as u32,
-    );
-    img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch)
-}
-
-fn scale_brightness(img: &DynamicImage, factor: f32) -> DynamicImage {
-    let mut rgb = img.to_rgb8();
-    for p in rgb.pixels_mut() {
-        for c in p.0.iter_mut() {
-            *c = (*c as f32 * factor).round().clamp(0.0, 255.0) as u8;
-        }
-    }
-    DynamicImage::ImageRgb8(rgb)
-}
-
-fn brighter(img: &DynamicImage) -> DynamicImage {
-    scale_brightness(img, 1.2)
-}
-
-fn darker(img: &DynamicImage) -> DynamicImage {
-    scale_brightness(img, 0.8)
-}
-
-const TRANSFORMS: [Transform; 5] = [
-    ("JPEG q50", jpeg50),
-    ("resize 0.5x and back", half_and_back),
-    ("crop 10%", crop10),
-    ("brightness +20%", brighter),
-    ("brightness -20%", darker),
-];
+#[path = "transforms.rs"]
+mod transforms;
+use transforms::TRANSFORMS;
 
 fn to_image(px: &Pixels) -> DynamicImage {
     imageio::planar_to_image(&px.data, px.size, px.channels)
@@ -140,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|im| hasher.hash_image(im))
         .collect();
-    let dim = model.latent_dim();
+    let dim = model.embedding_dim();
     let originals: Vec<usize> = (0..targets).collect();
 
     println!("\n| transform | latent top-1 | raw pixels top-1 | dHash top-1 | latent d(copy, original) median / p95 | latent d(copy, nearest other) p5 / median |");

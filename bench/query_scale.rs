@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let model = Model::load("digits")?;
-    let dim = model.latent_dim();
+    let dim = model.embedding_dim();
     let mnist = root.join("mnist");
     let train = dataset::load(DatasetName::Mnist, &mnist, Split::Train, None)?;
     let test = dataset::load(DatasetName::Mnist, &mnist, Split::Test, Some(n_queries))?;

@@ -40,7 +40,7 @@ pub fn default_threshold(model: &crate::model::Model) -> f32 {
         // their nearest other image (`cargo bench --bench near_duplicates`).
         "photos" => PHOTOS_THRESHOLD,
         _ => {
-            let scale = (model.latent_dim() as f32).sqrt();
+            let scale = (model.embedding_dim() as f32).sqrt();
             scale * (1.0 / DEFAULT_DUPLICATE_SIMILARITY - 1.0)
         }
     }

@@ -210,7 +210,7 @@ pub fn evaluate(
     let search_s = search_started.elapsed().as_secs_f64();
     let latent = score(
         "latent",
-        index.model.latent_dim(),
+        index.model.embedding_dim(),
         method,
         &truth,
         &predicted_labels(&predictions),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader};
+use serde::{Deserialize, Serialize};
 
 /// File extensions treated as images when walking a folder.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"];
@@ -105,6 +106,33 @@ impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_megapixels: DEFAULT_MAX_MEGAPIXELS,
+        }
+    }
+}
+
+/// How an image that is not square becomes the model's square input.
+/// Recorded in the model file, so training and every query prepare images
+/// the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prep {
+    /// Stretch to a square (the aspect ratio is lost). What models made
+    /// before preparation was recorded assume.
+    #[default]
+    Squash,
+    /// The largest centred square, resized: shapes keep their proportions,
+    /// the edges of a wide or tall image are cut off.
+    Crop,
+    /// The whole image, resized to fit and centred on grey bars.
+    Letterbox,
+}
+
+impl Prep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prep::Squash => "squash",
+            Prep::Crop => "crop",
+            Prep::Letterbox => "letterbox",
         }
     }
 }
@@ -258,6 +286,18 @@ pub fn to_pixels(
     channels: usize,
     path: &Path,
 ) -> Result<Pixels, ImageError> {
+    to_pixels_with(image, size, channels, Prep::Squash, path)
+}
+
+/// [`to_pixels`] with a choice of how a non-square image meets the square
+/// input ([`Prep`]).
+pub fn to_pixels_with(
+    image: &DynamicImage,
+    size: usize,
+    channels: usize,
+    prep: Prep,
+    path: &Path,
+) -> Result<Pixels, ImageError> {
     let (pixel_type, interleaved, (w, h)) = match channels {
         1 => {
             let luma = image.to_luma8();
@@ -279,9 +319,11 @@ pub fn to_pixels(
     let resized = if (w as usize, h as usize) == (size, size) {
         interleaved
     } else {
-        resize(interleaved, w, h, size, pixel_type).map_err(|message| ImageError::Resize {
-            path: path.to_path_buf(),
-            message,
+        resize(interleaved, w, h, size, pixel_type, prep).map_err(|message| {
+            ImageError::Resize {
+                path: path.to_path_buf(),
+                message,
+            }
         })?
     };
     Ok(Pixels {
@@ -297,19 +339,50 @@ fn resize(
     h: u32,
     size: usize,
     pixel_type: fr::PixelType,
+    prep: Prep,
 ) -> Result<Vec<u8>, String> {
     let src =
         fr::images::Image::from_vec_u8(w, h, interleaved, pixel_type).map_err(|e| e.to_string())?;
-    let mut dst = fr::images::Image::new(size as u32, size as u32, pixel_type);
     // A convolution filter widens with the scale factor, so large downscales
     // average whole areas instead of sampling (no aliasing).
     let options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    let side = size as u32;
+    let (options, out_w, out_h) = match prep {
+        Prep::Squash => (options, side, side),
+        Prep::Crop => {
+            let crop = w.min(h) as f64;
+            let (left, top) = ((w as f64 - crop) / 2.0, (h as f64 - crop) / 2.0);
+            (options.crop(left, top, crop, crop), side, side)
+        }
+        Prep::Letterbox => {
+            let scale = side as f64 / w.max(h) as f64;
+            let fit = |d: u32| ((d as f64 * scale).round() as u32).clamp(1, side);
+            (options, fit(w), fit(h))
+        }
+    };
+    let mut dst = fr::images::Image::new(out_w, out_h, pixel_type);
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
         .map_err(|e| e.to_string())?;
-    Ok(dst.into_vec())
+    if (out_w, out_h) == (side, side) {
+        return Ok(dst.into_vec());
+    }
+    // Letterbox: the whole image centred on mid-grey bars, which sit at the
+    // middle of the model's input range rather than at an extreme.
+    let bytes_per_pixel = pixel_type.size();
+    let mut canvas = vec![LETTERBOX_FILL; size * size * bytes_per_pixel];
+    let (left, top) = ((side - out_w) / 2, (side - out_h) / 2);
+    let row = out_w as usize * bytes_per_pixel;
+    for (y, line) in dst.buffer().chunks_exact(row).enumerate() {
+        let start = ((top as usize + y) * size + left as usize) * bytes_per_pixel;
+        canvas[start..start + row].copy_from_slice(line);
+    }
+    Ok(canvas)
 }
+
+/// The grey of letterbox bars.
+pub const LETTERBOX_FILL: u8 = 128;
 
 /// Interleaved pixels (`RGBRGB…`) to planes (`RR…GG…BB…`, CHW).
 pub fn interleaved_to_planar<T: Copy + Default>(interleaved: &[T], channels: usize) -> Vec<T> {
@@ -365,6 +438,36 @@ mod tests {
         let px = to_pixels(&DynamicImage::ImageLuma8(img), 8, 1, Path::new("t")).unwrap();
         assert_eq!(px.data.len(), 64);
         assert!(px.data.iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn crop_keeps_the_centre_and_letterbox_keeps_everything() {
+        // 30×10: a red left third, a green middle third, a blue right third.
+        let wide = image::RgbImage::from_fn(30, 10, |x, _| match x / 10 {
+            0 => image::Rgb([255, 0, 0]),
+            1 => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 255]),
+        });
+        let wide = DynamicImage::ImageRgb8(wide);
+        let at = |px: &Pixels, x: usize, y: usize| {
+            let plane = px.size * px.size;
+            [0, 1, 2].map(|c| px.data[c * plane + y * px.size + x])
+        };
+        let crop = to_pixels_with(&wide, 10, 3, Prep::Crop, Path::new("t")).unwrap();
+        assert!(crop.data.chunks(100).nth(1).unwrap().iter().all(|&g| g == 255));
+        assert_eq!(at(&crop, 0, 0), [0, 255, 0]);
+
+        let boxed = to_pixels_with(&wide, 9, 3, Prep::Letterbox, Path::new("t")).unwrap();
+        // 30×10 fits 9×3, centred: rows 0-2 and 6-8 are bars.
+        assert_eq!(at(&boxed, 4, 0), [LETTERBOX_FILL; 3]);
+        assert_eq!(at(&boxed, 4, 8), [LETTERBOX_FILL; 3]);
+        assert_eq!(at(&boxed, 0, 4), [255, 0, 0]);
+        assert_eq!(at(&boxed, 4, 4), [0, 255, 0]);
+        assert_eq!(at(&boxed, 8, 4), [0, 0, 255]);
+
+        let squashed = to_pixels_with(&wide, 9, 3, Prep::Squash, Path::new("t")).unwrap();
+        assert_eq!(at(&squashed, 4, 0), [0, 255, 0]);
+        assert_eq!(at(&squashed, 0, 8), [255, 0, 0]);
     }
 
     #[test]

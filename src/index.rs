@@ -79,7 +79,15 @@ impl Index {
                 store.set_model_stamp(&stamp(&model))?;
                 model
             }
-            (Some(stamp), None) => Model::load(&stamp.name)?,
+            (Some(stamp), None) => {
+                let model = Model::load(&stamp.name)?;
+                match crate::model::renamed_default(&stamp.name, &stamp.fingerprint) {
+                    Some(renamed) if model.fingerprint != stamp.fingerprint => {
+                        Model::load(renamed)?
+                    }
+                    _ => model,
+                }
+            }
             (Some(stamp), Some(asked)) => {
                 let model = Model::load(asked)?;
                 if model.fingerprint != stamp.fingerprint {
@@ -104,7 +112,7 @@ impl Index {
                 asked_fp: model.fingerprint,
             })));
         }
-        let ann = Ann::open(dir, &store, model.latent_dim())?;
+        let ann = Ann::open(dir, &store, model.embedding_dim())?;
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
@@ -153,12 +161,22 @@ impl Index {
         let labels = self.store.label_counts()?;
         let images = self.store.live_count()?;
         let unlabelled = images.saturating_sub(labels.values().sum());
+        let stamp = self
+            .store
+            .model_stamp()?
+            .expect("an open index has a model");
+        let model_renamed = (self.model.name != stamp.name).then(|| ModelRenamed {
+            now_called: self.model.name.clone(),
+            advice: format!(
+                "this index was built with the model then called `{}`, now built in as `{}`; \
+                 it keeps working with it. `imgsearch reindex --model {}` re-embeds every image \
+                 with the current `{}`",
+                stamp.name, self.model.name, stamp.name, stamp.name
+            ),
+        });
         Ok(Status {
             index: self.dir.clone(),
-            model: self
-                .store
-                .model_stamp()?
-                .expect("an open index has a model"),
+            model: stamp,
             schema_version: self.store.schema_version()?,
             images,
             tombstones: self.store.tombstone_count()?,
@@ -167,6 +185,7 @@ impl Index {
             labels,
             unlabelled,
             bytes_on_disk: dir_size(&self.dir),
+            model_renamed,
         })
     }
 }
@@ -196,7 +215,7 @@ fn stamp(model: &Model) -> ModelStamp {
     ModelStamp {
         name: model.name.clone(),
         fingerprint: model.fingerprint.clone(),
-        latent: model.latent_dim(),
+        latent: model.embedding_dim(),
     }
 }
 
@@ -214,6 +233,18 @@ pub struct Status {
     pub labels: std::collections::BTreeMap<String, u64>,
     pub unlabelled: u64,
     pub bytes_on_disk: u64,
+    /// When the model the index was built with has since been renamed (a
+    /// default replaced by a new one): its name now, and what to run to move
+    /// to the model that took over the old name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_renamed: Option<ModelRenamed>,
+}
+
+/// A default model renamed since the index was built.
+#[derive(Debug, Serialize)]
+pub struct ModelRenamed {
+    pub now_called: String,
+    pub advice: String,
 }
 
 fn dir_size(dir: &Path) -> u64 {

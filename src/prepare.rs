@@ -9,13 +9,16 @@
 
 use std::path::Path;
 
+pub use crate::imageio::Prep;
 use crate::imageio::{self, DecodeLimits, ImageError, Pixels};
 
-/// What a model takes in: `size × size` pixels of `channels` planes.
+/// What a model takes in: `size × size` pixels of `channels` planes, and
+/// how an image that is not square gets there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputShape {
     pub size: usize,
     pub channels: usize,
+    pub prep: Prep,
 }
 
 /// A file's bytes and the hash that identifies its content.
@@ -52,7 +55,7 @@ pub fn decode(
     limits: DecodeLimits,
 ) -> Result<Prepared, ImageError> {
     let image = imageio::decode_bytes(bytes, name, limits)?;
-    let pixels = imageio::to_pixels(&image, shape.size, shape.channels, name)?;
+    let pixels = imageio::to_pixels_with(&image, shape.size, shape.channels, shape.prep, name)?;
     Ok(Prepared {
         pixels,
         width: image.width(),
@@ -85,6 +88,7 @@ mod tests {
         let shape = InputShape {
             size: 8,
             channels: 1,
+            prep: Prep::Squash,
         };
         let (content, prepared) = file(&path, shape, DecodeLimits::default()).unwrap();
         assert_eq!(content.hash, content_hash(&std::fs::read(&path).unwrap()));

@@ -124,7 +124,7 @@ pub fn nearest_many(
     opts: &QueryOptions,
 ) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
     let (found, method) = neighbours(index, vectors, opts)?;
-    let dim = index.model.latent_dim();
+    let dim = index.model.embedding_dim();
     let hits = found
         .into_par_iter()
         .map(|found| to_hits(&index.store, found, dim))

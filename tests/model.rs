@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use imgsearch::imageio::Pixels;
+use imgsearch::imageio::{Pixels, Prep};
+use imgsearch::model::head::HeadConfig;
 use imgsearch::model::autoencoder::Autoencoder;
 use imgsearch::model::{self, file, ArchConfig, Loss, Model, TrainConfig, TrainSet};
 
@@ -61,6 +62,9 @@ fn config(epochs: usize, seed: u64) -> TrainConfig {
         loss: Loss::Bce,
         noise: 0.0,
         normalization: model::Normalization::Unit,
+        prep: Prep::Squash,
+        augment: false,
+        head: None,
         validation_fraction: 0.25,
         seed,
     }
@@ -192,7 +196,7 @@ fn refuses_corrupt_and_mismatched_model_files() {
 
     // Unknown format version.
     let mut bytes = trained.to_bytes().unwrap();
-    let key = b"\"format_version\":\"1\"";
+    let key = b"\"format_version\":\"2\"";
     let at = bytes
         .windows(key.len())
         .position(|w| w == key)
@@ -236,9 +240,95 @@ fn embedded_defaults_load_and_describe_themselves() {
     }
     let err = Model::load("no-such-model").err().unwrap().to_string();
     assert!(
-        err.contains("digits, digits-denoise, fashion, photos"),
+        err.contains("digits, digits-denoise, fashion, photos, photos-cifar32"),
         "{err}"
     );
+}
+
+#[test]
+fn augmented_training_lowers_validation_loss() {
+    let set = train_set(&synthetic_images(128));
+    let mut cfg = config(6, 7);
+    cfg.augment = true;
+    let trained = train_quietly(&cfg, &set, "synthetic").unwrap();
+    let h = &trained.history;
+    let best = h.iter().map(|r| r.validation_loss).fold(f64::INFINITY, f64::min);
+    assert!(
+        best < h[0].validation_loss * 0.9,
+        "augmented validation loss {} -> {best}: did not learn",
+        h[0].validation_loss
+    );
+    assert!(trained.info.training.augment);
+}
+
+#[test]
+fn head_is_fitted_saved_and_embeds_unit_vectors() {
+    let images = synthetic_images(64);
+    let mut cfg = config(1, 5);
+    cfg.prep = Prep::Crop;
+    cfg.head = Some(HeadConfig {
+        layers: vec![1, 2],
+        dim: 12,
+        whitening: 0.25,
+        grid: 2,
+        gram: vec![1],
+    });
+    let trained = train_quietly(&cfg, &train_set(&images), "s").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    trained.save(&path).unwrap();
+    let loaded = Model::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(loaded.info.prep, Prep::Crop);
+    assert_eq!(loaded.input_shape().prep, Prep::Crop);
+    assert_eq!((loaded.embedding_dim(), loaded.latent_dim()), (12, 8));
+    let z = loaded.embed(&images).unwrap();
+    for v in &z {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(v.len() == 12 && (norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    // Scoring embeds the same way, and keeps reconstructing from the latent.
+    let scored = loaded.embed_and_score(&images[..4]).unwrap();
+    assert_eq!(scored[0].0, z[0]);
+    assert_eq!(loaded.latents(&images[..1]).unwrap()[0].len(), 8);
+    // Different images get different embeddings.
+    assert!(z[0] != z[1]);
+
+    // A head whose tensors are missing is refused.
+    let mut tensors = trained.tensors.clone();
+    tensors.remove("head.projection");
+    let bytes = file::serialize(&tensors, &trained.info).unwrap();
+    let msg = Model::from_bytes(bytes, "t").err().unwrap().to_string();
+    assert!(msg.contains("weights do not match"), "{msg}");
+}
+
+#[test]
+fn version_one_files_without_preparation_load_as_before() {
+    let images = synthetic_images(16);
+    let trained = train_quietly(&config(1, 5), &train_set(&images), "s").unwrap();
+    // The header as version 1 wrote it: no `prep`, no `embedding`, no `augment`.
+    let mut json = serde_json::to_value(&trained.info).unwrap();
+    json.as_object_mut().unwrap().remove("prep");
+    json["training"].as_object_mut().unwrap().remove("augment");
+    let bytes = trained.to_bytes().unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut header = meta.metadata().clone().unwrap();
+    header.insert("format_version".into(), "1".into());
+    header.insert("model".into(), json.to_string());
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v1 = safetensors::tensor::serialize(tensors.tensors(), Some(header)).unwrap();
+
+    let old = Model::from_bytes(v1, "v1.safetensors").unwrap();
+    assert_eq!(old.info.prep, Prep::Squash);
+    assert!(old.info.embedding.is_none() && !old.info.training.augment);
+    assert_eq!(old.embed(&images).unwrap(), trained_embeddings(&trained, &images));
+    // The shipped CIFAR model is such a file.
+    let cifar = Model::load("photos-cifar32").unwrap();
+    assert_eq!((cifar.info.prep, cifar.embedding_dim()), (Prep::Squash, 64));
+}
+
+fn trained_embeddings(trained: &model::TrainedModel, images: &[Pixels]) -> Vec<Vec<f32>> {
+    let bytes = trained.to_bytes().unwrap();
+    Model::from_bytes(bytes, "new").unwrap().embed(images).unwrap()
 }
 
 /// Trains with no progress reporting and no per-epoch hook.

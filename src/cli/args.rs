@@ -134,6 +134,18 @@ value_enum! {
 }
 
 value_enum! {
+    /// How an image that is not square becomes the model's square input.
+    PrepArg => imgsearch::prepare::Prep {
+        /// Stretch to a square (aspect ratio lost).
+        Squash,
+        /// The largest centred square (edges of wide or tall images cut off).
+        Crop,
+        /// The whole image, fitted and centred on grey bars.
+        Letterbox,
+    }
+}
+
+value_enum! {
     /// How an image that is not the model's size meets it.
     FitArg => imgsearch::restore::Fit {
         /// Overlapping model-sized windows at full resolution, blended.

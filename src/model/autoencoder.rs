@@ -106,6 +106,27 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Every block's feature map, first to last (what the embedding head
+    /// pools), then the latent computed from the last one.
+    pub fn maps_and_latent(&self, xs: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
+        let maps = self.maps(xs)?;
+        let last = maps.last().expect("validated: at least one block");
+        let latent = last.flatten_from(1)?.apply(&self.to_latent)?;
+        Ok((maps, latent))
+    }
+
+    /// Every block's feature map, without the latent.
+    pub fn maps(&self, xs: &Tensor) -> Result<Vec<Tensor>> {
+        let mut maps: Vec<Tensor> = Vec::with_capacity(self.convs.len());
+        for conv in &self.convs {
+            let input = maps.last().unwrap_or(xs);
+            maps.push(input.apply(conv)?.relu()?);
+        }
+        Ok(maps)
+    }
+}
+
 impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self

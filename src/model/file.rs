@@ -3,7 +3,9 @@
 //!
 //! Header keys (all strings, as safetensors requires):
 //! - `format` = `imgsearch-autoencoder`
-//! - `format_version` = `1`
+//! - `format_version` = `2` (version 1 files load too: they have no `prep`,
+//!   which means squash, and no embedding head, which means the latent is
+//!   the embedding)
 //! - `model` = JSON of [`ModelInfo`]
 
 use std::collections::HashMap;
@@ -14,9 +16,13 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::autoencoder::{ArchConfig, Autoencoder};
+use super::head::{Head, HeadConfig};
+use crate::imageio::Prep;
 
 pub const FORMAT_NAME: &str = "imgsearch-autoencoder";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Every version this build reads.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 pub const ARCHITECTURE: &str = "conv-autoencoder-v1";
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +115,13 @@ pub struct ModelInfo {
     pub arch: ArchConfig,
     pub loss: String,
     pub normalization: String,
+    /// How images are made square (absent before version 2: squash).
+    #[serde(default)]
+    pub prep: Prep,
+    /// The embedding head; absent (before version 2, or trained without
+    /// one), the bottleneck latent is the embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<HeadConfig>,
     pub training: TrainingRecord,
 }
 
@@ -116,6 +129,11 @@ impl ModelInfo {
     /// The input normalization (validated when the file was loaded).
     pub fn input_normalization(&self) -> Normalization {
         Normalization::from_header(&self.normalization).unwrap_or_default()
+    }
+
+    /// Length of the vectors the model embeds images as.
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding.as_ref().map_or(self.arch.latent, |h| h.dim)
     }
 }
 
@@ -131,6 +149,9 @@ pub struct TrainingRecord {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub noise: f64,
+    /// Whether inputs were augmented (crops, flips, colour jitter).
+    #[serde(default)]
+    pub augment: bool,
     pub validation_fraction: f64,
     pub seed: u64,
     pub train_loss: f64,
@@ -141,6 +162,7 @@ pub struct TrainingRecord {
 /// A loaded model: network, header and the bytes' fingerprint.
 pub struct LoadedModel {
     pub net: Autoencoder,
+    pub head: Option<Head>,
     pub info: ModelInfo,
     /// Short blake3 hash of the file bytes, so an index can tell whether it
     /// was built with these exact weights.
@@ -178,7 +200,7 @@ pub fn read_info(bytes: &[u8], origin: &str) -> Result<ModelInfo, ModelFileError
         Some(_) => {}
     }
     let version = get("format_version").unwrap_or_default();
-    if version != FORMAT_VERSION.to_string() {
+    if !READABLE_VERSIONS.iter().any(|v| v.to_string() == version) {
         return Err(ModelFileError::UnsupportedVersion {
             origin: origin_s,
             found: version,
@@ -204,8 +226,13 @@ pub fn read_info(bytes: &[u8], origin: &str) -> Result<ModelInfo, ModelFileError
             found: info.architecture,
         });
     }
+    let head_ok = info
+        .embedding
+        .as_ref()
+        .map_or(Ok(()), |h| h.validate(&info.arch.widths));
     info.arch
         .validate()
+        .and(head_ok)
         .map_err(|message| ModelFileError::BadHeader {
             origin: origin_s,
             message,
@@ -235,25 +262,38 @@ pub fn load_bytes(
     };
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| mismatch(e.to_string()))?;
-    let expected = expected_tensor_names(&info.arch);
+    let expected = expected_tensor_names(&info);
     if let Some(extra) = tensors.keys().find(|k| !expected.contains(*k)) {
         return Err(mismatch(format!("unexpected tensor `{extra}`")));
     }
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let net = Autoencoder::new(&info.arch, vb).map_err(|e| mismatch(e.to_string()))?;
+    let net = Autoencoder::new(&info.arch, vb.clone()).map_err(|e| mismatch(e.to_string()))?;
+    let head = info
+        .embedding
+        .as_ref()
+        .map(|cfg| Head::new(cfg, &info.arch.widths, vb.pp(HEAD_PREFIX)))
+        .transpose()
+        .map_err(|e| mismatch(e.to_string()))?;
     Ok(LoadedModel {
         net,
+        head,
         info,
         fingerprint,
     })
 }
 
-/// Names of every tensor a network of this shape holds.
-fn expected_tensor_names(arch: &ArchConfig) -> Vec<String> {
+/// Where the head's tensors live in the file.
+pub const HEAD_PREFIX: &str = "head";
+
+/// Names of every tensor a model with this header holds.
+fn expected_tensor_names(info: &ModelInfo) -> Vec<String> {
     let varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     // Building on a VarMap records each tensor's name; the weights are discarded.
-    let _ = Autoencoder::new(arch, vb);
+    let _ = Autoencoder::new(&info.arch, vb.clone());
+    if let Some(cfg) = &info.embedding {
+        let _ = Head::new(cfg, &info.arch.widths, vb.pp(HEAD_PREFIX));
+    }
     let names = varmap
         .data()
         .lock()

@@ -3,8 +3,11 @@
 //! [`Model`] is what the rest of imgsearch uses: load by name or path, then
 //! `embed` (images → latents) or `reconstruct` (images → images + error).
 
+pub mod augment;
 pub mod autoencoder;
 pub mod file;
+pub mod head;
+pub mod pca;
 pub mod train;
 
 use std::path::Path;
@@ -56,6 +59,25 @@ fn names() -> String {
     embedded::NAMES.join(", ")
 }
 
+/// Defaults that were replaced under their name: (old name, name the old
+/// weights are built in under now). An index stamped with the old name and
+/// the old weights' fingerprint opens with the renamed model.
+pub const RENAMED_DEFAULTS: &[(&str, &str)] = &[("photos", "photos-cifar32")];
+
+/// The name a default model is built in under now, when `name` with this
+/// `fingerprint` is a default that has been replaced.
+pub fn renamed_default(name: &str, fingerprint: &str) -> Option<&'static str> {
+    RENAMED_DEFAULTS
+        .iter()
+        .filter(|(old, _)| *old == name)
+        .map(|(_, new)| *new)
+        .find(|new| {
+            embedded::EMBEDDED
+                .iter()
+                .any(|(n, bytes)| n == new && file::fingerprint(bytes) == fingerprint)
+        })
+}
+
 /// Names of the default models and whether each is embedded in this build.
 pub fn default_models() -> Vec<(&'static str, bool)> {
     embedded::NAMES
@@ -72,6 +94,7 @@ pub struct Model {
     /// Short hash of the model file's bytes.
     pub fingerprint: String,
     net: autoencoder::Autoencoder,
+    head: Option<head::Head>,
     device: Device,
 }
 
@@ -115,6 +138,7 @@ impl Model {
             info: loaded.info,
             fingerprint: loaded.fingerprint,
             net: loaded.net,
+            head: loaded.head,
             device,
         }
     }
@@ -132,15 +156,52 @@ impl Model {
         crate::prepare::InputShape {
             size: self.input_size(),
             channels: self.channels(),
+            prep: self.info.prep,
         }
     }
 
+    /// Length of the bottleneck latent the decoder rebuilds images from.
     pub fn latent_dim(&self) -> usize {
         self.info.arch.latent
     }
 
-    /// Latent vectors of the images, in order.
+    /// Length of the embeddings an index stores: the head's output, or the
+    /// latent for a model without a head.
+    pub fn embedding_dim(&self) -> usize {
+        self.info.embedding_dim()
+    }
+
+    /// Embeddings of the images, in order.
     pub fn embed(&self, images: &[Pixels]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(BATCH) {
+            let inputs = self.to_tensor(chunk)?;
+            let embeddings = match &self.head {
+                Some(head) => head.forward(&self.net.encoder.maps(&inputs)?)?,
+                None => inputs.apply(&self.net.encoder)?,
+            };
+            out.extend(embeddings.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// The encoder's features pooled the way `head` says ([`head::pool`]),
+    /// `images × features` row-major: what a head projects.
+    pub fn pooled(
+        &self,
+        images: &[Pixels],
+        head: &head::HeadConfig,
+    ) -> Result<Vec<f32>, ModelError> {
+        let mut out = Vec::new();
+        for chunk in images.chunks(BATCH) {
+            let maps = self.net.encoder.maps(&self.to_tensor(chunk)?)?;
+            out.extend(head::pool(&maps, head)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Bottleneck latents of the images, in order (what the decoder reads).
+    pub fn latents(&self, images: &[Pixels]) -> Result<Vec<Vec<f32>>, ModelError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(BATCH) {
             let latents = self.to_tensor(chunk)?.apply(&self.net.encoder)?;
@@ -149,13 +210,13 @@ impl Model {
         Ok(out)
     }
 
-    /// Latent vector and reconstruction error (mean squared, pixels in
+    /// Embedding and reconstruction error (mean squared, pixels in
     /// `[0, 1]`) of each image, in one encoder pass.
     pub fn embed_and_score(&self, images: &[Pixels]) -> Result<Vec<(Vec<f32>, f32)>, ModelError> {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(BATCH) {
-            let (latents, _, errors) = self.forward_scored(chunk)?;
-            out.extend(latents.to_vec2::<f32>()?.into_iter().zip(errors));
+            let (embeddings, _, errors) = self.forward_scored(chunk)?;
+            out.extend(embeddings.to_vec2::<f32>()?.into_iter().zip(errors));
         }
         Ok(out)
     }
@@ -213,18 +274,22 @@ impl Model {
         Some(self.info.training.noise).filter(|&s| s > 0.0)
     }
 
-    /// One batch through encoder and decoder: latents, reconstruction in
-    /// `[0, 1]`, and each image's mean squared reconstruction error.
+    /// One batch through encoder and decoder: embeddings, reconstruction
+    /// in `[0, 1]`, and each image's mean squared reconstruction error.
     fn forward_scored(&self, images: &[Pixels]) -> Result<(Tensor, Tensor, Vec<f32>), ModelError> {
         let inputs = self.to_tensor(images)?;
-        let latents = inputs.apply(&self.net.encoder)?;
+        let (maps, latents) = self.net.encoder.maps_and_latent(&inputs)?;
         let recon = candle_nn::ops::sigmoid(&latents.apply(&self.net.decoder)?)?;
         let errors = (&recon - &inputs)?
             .sqr()?
             .flatten_from(1)?
             .mean(1)?
             .to_vec1::<f32>()?;
-        Ok((latents, recon, errors))
+        let embeddings = match &self.head {
+            Some(head) => head.forward(&maps)?,
+            None => latents,
+        };
+        Ok((embeddings, recon, errors))
     }
 
     fn to_tensor(&self, images: &[Pixels]) -> Result<Tensor, ModelError> {

@@ -14,9 +14,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::augment::Draw;
 use super::autoencoder::{ArchConfig, Autoencoder};
-use super::file::{self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE};
-use crate::prepare::{self, InputShape};
+use super::file::{
+    self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE, HEAD_PREFIX,
+};
+use super::head::{self, HeadConfig};
+use crate::prepare::{self, InputShape, Prep};
 use crate::progress::Progress;
 use crate::report::Failure;
 use crate::walk::Walker;
@@ -69,6 +73,12 @@ pub struct TrainConfig {
     pub noise: f64,
     /// How pixels become input (and reconstruction targets).
     pub normalization: Normalization,
+    /// How images were made square; recorded so queries match.
+    pub prep: Prep,
+    /// Random crops, flips and colour jitter on the inputs ([`super::augment`]).
+    pub augment: bool,
+    /// The embedding head to fit after training; `None` embeds with the latent.
+    pub head: Option<HeadConfig>,
     pub validation_fraction: f64,
     pub seed: u64,
 }
@@ -210,6 +220,9 @@ pub fn train(
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> Result<TrainedModel, TrainError> {
     cfg.arch.validate().map_err(TrainError::Arch)?;
+    if let Some(head) = &cfg.head {
+        head.validate(&cfg.arch.widths).map_err(TrainError::Arch)?;
+    }
     if data.size != cfg.arch.input_size || data.channels != cfg.arch.channels {
         return Err(TrainError::Shape {
             found: data.size,
@@ -273,7 +286,7 @@ pub fn train(
                 cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
             );
             step += 1;
-            let (inputs, targets) = make_batch(data, chunk, cfg, &mut rng, &device)?;
+            let (inputs, targets) = make_batch(data, chunk, cfg, cfg.augment, &mut rng, &device)?;
             let loss = cfg.loss.compute(&net.forward_logits(&inputs)?, &targets)?;
             opt.backward_step(&loss)?;
             let value = loss.to_scalar::<f32>()? as f64;
@@ -282,7 +295,8 @@ pub fn train(
             }
             sum += value * chunk.len() as f64;
             count += chunk.len();
-            progress.message(&format!("loss {value:.5}"));
+            let rate = count as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            progress.message(&format!("loss {value:.5}, {rate:.0} images/s"));
             progress.advance(1);
         }
         let train_loss = sum / count as f64;
@@ -307,12 +321,18 @@ pub fn train(
         history.push(report);
     }
 
-    let (validation_loss, best_epoch, tensors) = best.expect("at least one epoch ran");
+    let (validation_loss, best_epoch, mut tensors) = best.expect("at least one epoch ran");
+    if let Some(head_cfg) = &cfg.head {
+        let fitted = fit_head(cfg, head_cfg, &tensors, data, &train_idx, progress)?;
+        tensors.extend(fitted);
+    }
     let info = ModelInfo {
         architecture: ARCHITECTURE.to_string(),
         arch: cfg.arch.clone(),
         loss: cfg.loss.name().to_string(),
         normalization: cfg.normalization.header().to_string(),
+        prep: cfg.prep,
+        embedding: cfg.head.clone(),
         training: TrainingRecord {
             data: data_name.to_string(),
             images: data.len(),
@@ -321,6 +341,7 @@ pub fn train(
             batch_size: cfg.batch_size,
             learning_rate: cfg.learning_rate,
             noise: cfg.noise,
+            augment: cfg.augment,
             validation_fraction: cfg.validation_fraction,
             seed: cfg.seed,
             train_loss: history[best_epoch - 1].train_loss,
@@ -346,7 +367,7 @@ fn evaluate(
 ) -> Result<f64, TrainError> {
     let (mut sum, mut count) = (0.0, 0usize);
     for chunk in indices.chunks(cfg.batch_size.max(256)) {
-        let (inputs, targets) = make_batch(data, chunk, cfg, rng, device)?;
+        let (inputs, targets) = make_batch(data, chunk, cfg, false, rng, device)?;
         let loss = cfg
             .loss
             .compute(&net.forward_logits(&inputs)?.detach(), &targets)?;
@@ -356,29 +377,85 @@ fn evaluate(
     Ok(sum / count as f64)
 }
 
-/// Inputs (noisy if `noise > 0`) and clean targets for the given images.
+/// Fits the embedding head to the kept weights' pooled features of the
+/// training images (un-augmented), in batches. Returns the head's tensors
+/// under their names in the model file.
+fn fit_head(
+    cfg: &TrainConfig,
+    head_cfg: &HeadConfig,
+    tensors: &HashMap<String, Tensor>,
+    data: &TrainSet,
+    indices: &[usize],
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Tensor)>, TrainError> {
+    let device = Device::Cpu;
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &device);
+    let net = Autoencoder::new(&cfg.arch, vb)?;
+    let mut sorted = indices.to_vec();
+    sorted.sort_unstable();
+    let batch = cfg.batch_size.max(256);
+    progress.stage(
+        "images pooled for the embedding head",
+        Some(sorted.len() as u64),
+    );
+    let mut features = Vec::new();
+    for chunk in sorted.chunks(batch) {
+        let mut values = Vec::with_capacity(chunk.len() * data.image_len());
+        for &i in chunk {
+            cfg.normalization.extend(data.image(i), &mut values);
+        }
+        let shape = (chunk.len(), data.channels, data.size, data.size);
+        let inputs = Tensor::from_vec(values, shape, &device)?;
+        let pooled = head::pool(&net.encoder.maps(&inputs)?, head_cfg)?;
+        features.extend(pooled.flatten_all()?.to_vec1::<f32>()?);
+        progress.advance(chunk.len() as u64);
+    }
+    let fitted = head::fit(head_cfg, &features, head_cfg.features(&cfg.arch.widths))?;
+    Ok(fitted
+        .into_iter()
+        .map(|(name, t)| (format!("{HEAD_PREFIX}.{name}"), t))
+        .collect())
+}
+
+/// Inputs and targets for the given images. Targets are the clean images
+/// (reframed when augmenting); inputs add the lighting jitter (when
+/// augmenting) and the noise (when `noise > 0`).
 fn make_batch(
     data: &TrainSet,
     indices: &[usize],
     cfg: &TrainConfig,
+    augment: bool,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let noise = cfg.noise;
     let shape = (indices.len(), data.channels, data.size, data.size);
-    let mut clean: Vec<f32> = Vec::with_capacity(indices.len() * data.image_len());
+    let per = data.image_len();
+    let mut clean: Vec<f32> = Vec::with_capacity(indices.len() * per);
     for &i in indices {
         cfg.normalization.extend(data.image(i), &mut clean);
     }
-    let targets = Tensor::from_vec(clean.clone(), shape, device)?;
-    if noise <= 0.0 {
+    if !augment && noise <= 0.0 {
+        let targets = Tensor::from_vec(clean, shape, device)?;
         return Ok((targets.clone(), targets));
     }
-    let noisy: Vec<f32> = clean
-        .iter()
-        .map(|&v| (v + (noise * gaussian(rng)) as f32).clamp(0.0, 1.0))
-        .collect();
-    Ok((Tensor::from_vec(noisy, shape, device)?, targets))
+    let mut inputs = clean.clone();
+    if augment {
+        for (target, input) in clean.chunks_exact_mut(per).zip(inputs.chunks_exact_mut(per)) {
+            let draw = Draw::new(rng);
+            target.copy_from_slice(&draw.reframe(target, data.size, data.channels));
+            input.copy_from_slice(&draw.relight(target, data.channels));
+        }
+    }
+    if noise > 0.0 {
+        for v in &mut inputs {
+            *v = (*v + (noise * gaussian(rng)) as f32).clamp(0.0, 1.0);
+        }
+    }
+    Ok((
+        Tensor::from_vec(inputs, shape, device)?,
+        Tensor::from_vec(clean, shape, device)?,
+    ))
 }
 
 /// Standard normal sample (Box-Muller).

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         model: ModelId {
             name: model.name.clone(),
             fingerprint: model.fingerprint.clone(),
-            latent: model.latent_dim(),
+            latent: model.embedding_dim(),
         },
         embeddings: paths
             .into_iter()

@@ -20,9 +20,12 @@ impl Table for Status {
         writeln!(out, "index       {}", self.index.display())?;
         writeln!(
             out,
-            "model       {} ({}, latent {})",
+            "model       {} ({}, embedding {})",
             self.model.name, self.model.fingerprint, self.model.latent
         )?;
+        if let Some(renamed) = &self.model_renamed {
+            writeln!(out, "note        {}", renamed.advice)?;
+        }
         writeln!(out, "schema      v{}", self.schema_version)?;
         writeln!(out, "images      {}", self.images)?;
         writeln!(

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use imgsearch::model::head::HeadConfig;
 use imgsearch::model::{self, ArchConfig, EpochReport, ModelInfo, TrainConfig, TrainSet};
 use imgsearch::prepare::InputShape;
 use imgsearch::report::Failure;
 
-use crate::cli::args::{DecodeArgs, LossArg, NormalizationArg};
+use crate::cli::args::{DecodeArgs, LossArg, NormalizationArg, PrepArg};
 use crate::cli::output::{self, Outcome, Table};
 use crate::cli::progress::Bar;
 
@@ -24,6 +25,37 @@ pub struct Args {
     /// Side of the square model input; images are resized to it.
     #[arg(long, default_value_t = 32)]
     size: usize,
+    /// How a non-square image becomes the square input, recorded in the
+    /// model file so every query is prepared the same way.
+    #[arg(long, value_enum, default_value_t = PrepArg::Crop)]
+    prep: PrepArg,
+    /// Augment inputs: random crops (75-100% of the side) and flips on input
+    /// and target, brightness/contrast/saturation jitter (±20%) on the input
+    /// only, so the decoder rebuilds the un-jittered image.
+    #[arg(long)]
+    augment: bool,
+    /// Embed with a head that pools these encoder blocks' feature maps
+    /// (1-based, comma-separated; mean and std of each channel over
+    /// positions), projected by PCA fitted on the training images. Without
+    /// it the bottleneck latent is the embedding.
+    #[arg(long, value_delimiter = ',')]
+    pool: Option<Vec<usize>>,
+    /// Length of the head's embedding (with --pool).
+    #[arg(long, default_value_t = 128, requires = "pool")]
+    embedding: usize,
+    /// Whitening of the head's PCA axes (with --pool): each axis divided by
+    /// variance^w; 0 keeps PCA's scale, 0.5 whitens fully.
+    #[arg(long, default_value_t = 0.25, requires = "pool")]
+    whitening: f64,
+    /// Also pool each cell of a grid this many cells across (with --pool):
+    /// a coarse layout beside the global statistics; 1 pools globally only.
+    #[arg(long, default_value_t = 1, requires = "pool")]
+    grid: usize,
+    /// Also pool these blocks' channel co-occurrences (with --pool; 1-based,
+    /// comma-separated): the Gram matrix of the feature map, a texture
+    /// description. A block of C channels adds C(C+1)/2 values.
+    #[arg(long, value_delimiter = ',', requires = "pool")]
+    gram: Vec<usize>,
     /// 1 (grayscale) or 3 (RGB); images are converted.
     #[arg(long, default_value_t = 3)]
     channels: usize,
@@ -89,6 +121,7 @@ pub fn run(args: Args) -> Result<Outcome> {
     let shape = InputShape {
         size: args.size,
         channels: args.channels,
+        prep: args.prep.into(),
     };
     let (data, failures) = {
         let bar = Bar::new();
@@ -113,6 +146,15 @@ pub fn run(args: Args) -> Result<Outcome> {
         loss: args.loss.into(),
         noise: args.noise,
         normalization: args.normalize.into(),
+        prep: args.prep.into(),
+        augment: args.augment,
+        head: args.pool.map(|layers| HeadConfig {
+            layers,
+            dim: args.embedding,
+            whitening: args.whitening,
+            grid: args.grid,
+            gram: args.gram,
+        }),
         validation_fraction: args.val,
         seed: args.seed,
     };
