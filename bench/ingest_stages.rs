@@ -103,7 +103,12 @@ fn main() -> anyhow::Result<()> {
     ));
 
     let t = Instant::now();
-    let (ann, _) = Graph::open(&tmp.path().join("none"), &store, model.embedding_dim(), params)?;
+    let (ann, _) = Graph::open(
+        &tmp.path().join("none"),
+        &store,
+        model.embedding_dim(),
+        params,
+    )?;
     let insert_s = t.elapsed().as_secs_f64();
     rows.push((
         format!(

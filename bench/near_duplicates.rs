@@ -71,8 +71,25 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let test = dataset::load(DatasetName::Cifar10, &src, Split::Test, None)?;
-    let model = Model::load("photos")?;
-    let (size, channels) = (model.input_size(), model.channels());
+    let model_name = std::env::var("BENCH_MODEL").unwrap_or_else(|_| "photos".into());
+    let model = Model::load(&model_name)?;
+    let shape = model.input_shape();
+    // Raw pixels compare at the images' own 32×32.
+    let (size, channels) = (32, 3);
+    let model_pixels = |images: &[DynamicImage]| -> anyhow::Result<Vec<Pixels>> {
+        Ok(images
+            .iter()
+            .map(|im| {
+                imageio::to_pixels_with(
+                    im,
+                    shape.size,
+                    shape.channels,
+                    shape.prep,
+                    Path::new("image"),
+                )
+            })
+            .collect::<Result<_, _>>()?)
+    };
     println!(
         "index: {} CIFAR-10 test images; {targets} targets, {} distractors each",
         test.len(),
@@ -82,7 +99,11 @@ fn main() -> anyhow::Result<()> {
     let index_px: Vec<Pixels> = (0..test.len()).map(|i| test.pixels(i)).collect();
     let index_images: Vec<DynamicImage> = index_px.iter().map(to_image).collect();
     let t = Instant::now();
-    let index_z: Vec<f32> = model.embed(&index_px)?.into_iter().flatten().collect();
+    let index_z: Vec<f32> = model
+        .embed(&model_pixels(&index_images)?)?
+        .into_iter()
+        .flatten()
+        .collect();
     println!("encoded the index in {:.1} s", t.elapsed().as_secs_f64());
     let index_raw = unit(&index_px);
     let hasher = HasherConfig::new()
@@ -118,7 +139,11 @@ fn main() -> anyhow::Result<()> {
             .map(|im| imageio::to_pixels(im, size, channels, Path::new("copy")))
             .collect::<Result<_, _>>()?;
 
-        let copy_z: Vec<f32> = model.embed(&copy_px)?.into_iter().flatten().collect();
+        let copy_z: Vec<f32> = model
+            .embed(&model_pixels(&copies)?)?
+            .into_iter()
+            .flatten()
+            .collect();
         let found = exact_knn(
             &Vectors {
                 dim,

@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
         println!("photos_eval: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };
-    let sets = std::env::var("PHOTOS_SETS").unwrap_or_else(|_| "imagenette,intel,cifar10,near-duplicates".into());
+    let sets = std::env::var("PHOTOS_SETS")
+        .unwrap_or_else(|_| "imagenette,intel,cifar10,near-duplicates".into());
     let sets: Vec<&str> = sets.split(',').collect();
     let models = std::env::var("PHOTOS_MODELS").unwrap_or_else(|_| "photos,photos-cifar32".into());
     let models: Vec<Model> = models
@@ -77,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         .map(Model::load)
         .collect::<Result<_, _>>()?;
     let dim = models[0].embedding_dim();
+    encoder_speed(&models)?;
 
     let mut methods: Vec<Box<dyn Method<'_> + '_>> = Vec::new();
     for m in &models {
@@ -145,12 +147,56 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Images per second through each model's `embed` (already prepared
+/// pixels, batches of 256, all cores), best of three runs of 4,096 images.
+fn encoder_speed(models: &[Model]) -> anyhow::Result<()> {
+    println!("| model | input | embedding | images/s (embed only) |");
+    println!("|---|---|---:|---:|");
+    for model in models {
+        let shape = model.input_shape();
+        let px: Vec<Pixels> = (0..4096)
+            .map(|i| Pixels {
+                size: shape.size,
+                channels: shape.channels,
+                data: (0..shape.size * shape.size * shape.channels)
+                    .map(|j| ((i * 31 + j * 17) % 251) as u8)
+                    .collect(),
+            })
+            .collect();
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            model.embed(&px)?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "| `{}` | {}x{}x{}, {} | {} | {:.0} |",
+            model.name,
+            shape.size,
+            shape.size,
+            shape.channels,
+            shape.prep.as_str(),
+            model.embedding_dim(),
+            px.len() as f64 / best
+        );
+    }
+    println!();
+    Ok(())
+}
+
 /// Share of queries whose k nearest index images vote for their class.
 fn knn_accuracy(method: &mut dyn Method<'_>, task: &Task) -> anyhow::Result<f64> {
     method.fit(&task.index.images)?;
     let (dim, index) = method.embed(&task.index.images)?;
     let (_, queries) = method.embed(&task.queries.images)?;
-    let found = exact_knn(&Vectors { dim, data: &index }, &Vectors { dim, data: &queries }, K)?;
+    let found = exact_knn(
+        &Vectors { dim, data: &index },
+        &Vectors {
+            dim,
+            data: &queries,
+        },
+        K,
+    )?;
     let right = found
         .iter()
         .zip(&task.queries.labels)
@@ -182,14 +228,24 @@ fn near_duplicates<'a>(
         let (dim, index) = method.embed(images)?;
         for ((name, _), copies) in transforms::TRANSFORMS.iter().zip(&copies) {
             let (_, queries) = method.embed(copies)?;
-            let found = exact_knn(&Vectors { dim, data: &index }, &Vectors { dim, data: &queries }, 1)?;
+            let found = exact_knn(
+                &Vectors { dim, data: &index },
+                &Vectors {
+                    dim,
+                    data: &queries,
+                },
+                1,
+            )?;
             let hits = found
                 .iter()
                 .enumerate()
                 .filter(|(i, f)| f.first().is_some_and(|h| h.0 == *i))
                 .count();
             let top1 = hits as f64 / targets as f64;
-            println!("  near-duplicates {:<40} {name:<22} top-1 {top1:.3}", method.name());
+            println!(
+                "  near-duplicates {:<40} {name:<22} top-1 {top1:.3}",
+                method.name()
+            );
             worst[m] = worst[m].min(top1);
         }
     }
@@ -221,7 +277,9 @@ fn load_task(root: &Path, name: &str) -> anyhow::Result<Task> {
                 queries: cifar_split(&dir, Split::Test)?,
             }
         }
-        other => anyhow::bail!("unknown set `{other}` (imagenette, intel, cifar10, near-duplicates)"),
+        other => {
+            anyhow::bail!("unknown set `{other}` (imagenette, intel, cifar10, near-duplicates)")
+        }
     })
 }
 
@@ -281,7 +339,11 @@ struct Embedder<'a>(&'a Model);
 
 impl<'a> Method<'a> for Embedder<'a> {
     fn name(&self) -> String {
-        format!("model `{}` ({} floats)", self.0.name, self.0.embedding_dim())
+        format!(
+            "model `{}` ({} floats)",
+            self.0.name,
+            self.0.embedding_dim()
+        )
     }
 
     fn embed(&self, images: &[DynamicImage]) -> anyhow::Result<(usize, Vec<f32>)> {
@@ -307,7 +369,10 @@ impl<'a> FittedHead<'a> {
             "head `{spec}` is not layers:dim:whitening[:grid[:gram layers]]"
         );
         let cfg = HeadConfig {
-            layers: parts[0].split(',').map(str::parse).collect::<Result<_, _>>()?,
+            layers: parts[0]
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()?,
             dim: parts[1].parse()?,
             whitening: parts[2].parse()?,
             grid: parts.get(3).map_or(Ok(1), |g| g.parse())?,
@@ -317,7 +382,11 @@ impl<'a> FittedHead<'a> {
         };
         cfg.validate(&model.info.arch.widths)
             .map_err(anyhow::Error::msg)?;
-        Ok(Self { model, cfg, head: None })
+        Ok(Self {
+            model,
+            cfg,
+            head: None,
+        })
     }
 
     fn pooled(&self, images: &[DynamicImage]) -> anyhow::Result<Vec<f32>> {
@@ -349,7 +418,11 @@ impl<'a> Method<'a> for FittedHead<'a> {
     fn embed(&self, images: &[DynamicImage]) -> anyhow::Result<(usize, Vec<f32>)> {
         let pooled = self.pooled(images)?;
         let features = self.cfg.features(&self.model.info.arch.widths);
-        let t = candle_core::Tensor::from_vec(pooled, (images.len(), features), &candle_core::Device::Cpu)?;
+        let t = candle_core::Tensor::from_vec(
+            pooled,
+            (images.len(), features),
+            &candle_core::Device::Cpu,
+        )?;
         let head = self.head.as_ref().expect("fitted first");
         Ok((self.cfg.dim, head.project(&t)?.flatten_all()?.to_vec1()?))
     }
@@ -411,7 +484,12 @@ impl Method<'_> for HsvHistogram {
 
     fn embed(&self, images: &[DynamicImage]) -> anyhow::Result<(usize, Vec<f32>)> {
         let px = prepare(images, 64, Prep::Squash)?;
-        Ok((128, px.par_iter().flat_map_iter(|p| hsv_histogram(&p.data)).collect()))
+        Ok((
+            128,
+            px.par_iter()
+                .flat_map_iter(|p| hsv_histogram(&p.data))
+                .collect(),
+        ))
     }
 }
 

@@ -57,4 +57,3 @@ pub const TRANSFORMS: [Transform; 5] = [
     ("brightness +20%", brighter),
     ("brightness -20%", darker),
 ];
-

@@ -319,11 +319,9 @@ pub fn to_pixels_with(
     let resized = if (w as usize, h as usize) == (size, size) {
         interleaved
     } else {
-        resize(interleaved, w, h, size, pixel_type, prep).map_err(|message| {
-            ImageError::Resize {
-                path: path.to_path_buf(),
-                message,
-            }
+        resize(interleaved, w, h, size, pixel_type, prep).map_err(|message| ImageError::Resize {
+            path: path.to_path_buf(),
+            message,
         })?
     };
     Ok(Pixels {
@@ -454,7 +452,13 @@ mod tests {
             [0, 1, 2].map(|c| px.data[c * plane + y * px.size + x])
         };
         let crop = to_pixels_with(&wide, 10, 3, Prep::Crop, Path::new("t")).unwrap();
-        assert!(crop.data.chunks(100).nth(1).unwrap().iter().all(|&g| g == 255));
+        assert!(crop
+            .data
+            .chunks(100)
+            .nth(1)
+            .unwrap()
+            .iter()
+            .all(|&g| g == 255));
         assert_eq!(at(&crop, 0, 0), [0, 255, 0]);
 
         let boxed = to_pixels_with(&wide, 9, 3, Prep::Letterbox, Path::new("t")).unwrap();

@@ -357,7 +357,16 @@ fn models_lists_the_defaults() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["digits", "digits-denoise", "fashion", "photos"]);
+    assert_eq!(
+        names,
+        [
+            "digits",
+            "digits-denoise",
+            "fashion",
+            "photos",
+            "photos-cifar32"
+        ]
+    );
     for m in v.as_array().unwrap() {
         assert_eq!(m["embedded"], true, "{m}");
         assert_eq!(m["info"]["architecture"], "conv-autoencoder-v1");

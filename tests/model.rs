@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use imgsearch::imageio::{Pixels, Prep};
-use imgsearch::model::head::HeadConfig;
 use imgsearch::model::autoencoder::Autoencoder;
+use imgsearch::model::head::HeadConfig;
 use imgsearch::model::{self, file, ArchConfig, Loss, Model, TrainConfig, TrainSet};
 
 const SIZE: usize = 16;
@@ -252,7 +252,10 @@ fn augmented_training_lowers_validation_loss() {
     cfg.augment = true;
     let trained = train_quietly(&cfg, &set, "synthetic").unwrap();
     let h = &trained.history;
-    let best = h.iter().map(|r| r.validation_loss).fold(f64::INFINITY, f64::min);
+    let best = h
+        .iter()
+        .map(|r| r.validation_loss)
+        .fold(f64::INFINITY, f64::min);
     assert!(
         best < h[0].validation_loss * 0.9,
         "augmented validation loss {} -> {best}: did not learn",
@@ -320,7 +323,10 @@ fn version_one_files_without_preparation_load_as_before() {
     let old = Model::from_bytes(v1, "v1.safetensors").unwrap();
     assert_eq!(old.info.prep, Prep::Squash);
     assert!(old.info.embedding.is_none() && !old.info.training.augment);
-    assert_eq!(old.embed(&images).unwrap(), trained_embeddings(&trained, &images));
+    assert_eq!(
+        old.embed(&images).unwrap(),
+        trained_embeddings(&trained, &images)
+    );
     // The shipped CIFAR model is such a file.
     let cifar = Model::load("photos-cifar32").unwrap();
     assert_eq!((cifar.info.prep, cifar.embedding_dim()), (Prep::Squash, 64));
@@ -328,7 +334,10 @@ fn version_one_files_without_preparation_load_as_before() {
 
 fn trained_embeddings(trained: &model::TrainedModel, images: &[Pixels]) -> Vec<Vec<f32>> {
     let bytes = trained.to_bytes().unwrap();
-    Model::from_bytes(bytes, "new").unwrap().embed(images).unwrap()
+    Model::from_bytes(bytes, "new")
+        .unwrap()
+        .embed(images)
+        .unwrap()
 }
 
 /// Trains with no progress reporting and no per-epoch hook.

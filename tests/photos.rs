@@ -14,7 +14,11 @@ use rand::{Rng, SeedableRng};
 /// different for every seed.
 fn wide_picture(seed: u64) -> image::RgbImage {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let background = [rng.random::<u8>() / 2, rng.random::<u8>() / 2, rng.random::<u8>() / 2];
+    let background = [
+        rng.random::<u8>() / 2,
+        rng.random::<u8>() / 2,
+        rng.random::<u8>() / 2,
+    ];
     let mut img = image::RgbImage::from_pixel(240, 120, image::Rgb(background));
     for _ in 0..6 {
         let colour = image::Rgb([rng.random(), rng.random(), rng.random()]);
@@ -55,9 +59,15 @@ fn a_cropped_copy_of_a_wide_photo_finds_its_original() {
     let index = tmp.path().join("index");
     run_ok(bin().arg("ingest").arg(&root).arg("--index").arg(&index));
     let model = imgsearch::model::Model::load("photos").unwrap();
-    assert_eq!(model.input_shape().prep, Prep::Crop, "the photos default crops");
+    assert_eq!(
+        model.input_shape().prep,
+        Prep::Crop,
+        "the photos default crops"
+    );
 
-    let queries: Vec<_> = (0..40).map(|s| copies.join(format!("{s:02}.png"))).collect();
+    let queries: Vec<_> = (0..40)
+        .map(|s| copies.join(format!("{s:02}.png")))
+        .collect();
     let out = run_ok(
         bin()
             .arg("query")
@@ -86,7 +96,9 @@ fn an_index_of_the_replaced_default_opens_with_it_and_says_so() {
     let root = tmp.path().join("photos");
     std::fs::create_dir_all(&root).unwrap();
     for seed in 0..3 {
-        wide_picture(seed).save(root.join(format!("{seed}.png"))).unwrap();
+        wide_picture(seed)
+            .save(root.join(format!("{seed}.png")))
+            .unwrap();
     }
     let index = tmp.path().join("index");
     run_ok(
@@ -134,7 +146,9 @@ fn an_index_of_the_replaced_default_opens_with_it_and_says_so() {
             .arg(&index)
             .args(["--model", "photos"]),
     );
-    let v = json_of(&run_ok(bin().arg("status").arg("--index").arg(&index).arg("--json")));
+    let v = json_of(&run_ok(
+        bin().arg("status").arg("--index").arg(&index).arg("--json"),
+    ));
     assert!(v.get("model_renamed").is_none(), "{v}");
     assert_eq!(v["images"], 3);
 }

@@ -23,9 +23,10 @@ pub use output::Outcome;
     version,
     about = "Search, sort and check a pile of images on your own machine, offline",
     long_about = "imgsearch embeds images with a small convolutional autoencoder (trained \
-without labels) and works on those embeddings. Four default models are built in: \
-`digits` (MNIST), `digits-denoise` (MNIST, trained to remove noise), `fashion` \
-(Fashion-MNIST) and `photos` (32x32 natural images).\n\n\
+without labels) and works on those embeddings. Five default models are built in: \
+`photos` (real photographs, 64x64 centre crops, the default), `digits` (MNIST), \
+`digits-denoise` (MNIST, trained to remove noise), `fashion` (Fashion-MNIST) and \
+`photos-cifar32` (32x32 thumbnails, the `photos` of indexes built before it was replaced).\n\n\
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 partial success (some inputs skipped). \
 Output piped into a reader that stops early (`| head`) ends quietly with 0."
 )]

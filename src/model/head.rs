@@ -46,8 +46,16 @@ fn one() -> usize {
 impl HeadConfig {
     /// Pooled values per image for an encoder of these block widths.
     pub fn features(&self, widths: &[usize]) -> usize {
-        let per_channel = 2 + if self.grid > 1 { self.grid * self.grid } else { 0 };
-        let first: usize = self.layers.iter().map(|&l| per_channel * widths[l - 1]).sum();
+        let per_channel = 2 + if self.grid > 1 {
+            self.grid * self.grid
+        } else {
+            0
+        };
+        let first: usize = self
+            .layers
+            .iter()
+            .map(|&l| per_channel * widths[l - 1])
+            .sum();
         let second: usize = self
             .gram
             .iter()
@@ -73,7 +81,10 @@ impl HeadConfig {
             ));
         }
         if !(1..=4).contains(&self.grid) {
-            return Err(format!("grid must be 1 to 4 cells per side, not {}", self.grid));
+            return Err(format!(
+                "grid must be 1 to 4 cells per side, not {}",
+                self.grid
+            ));
         }
         if !(0.0..=0.5).contains(&self.whitening) {
             return Err(format!(
@@ -124,9 +135,7 @@ impl Head {
 
     /// Unit-length embeddings (`batch × dim`) from pooled features.
     pub fn project(&self, pooled: &Tensor) -> Result<Tensor> {
-        let embedding = pooled
-            .broadcast_sub(&self.mean)?
-            .matmul(&self.projection)?;
+        let embedding = pooled.broadcast_sub(&self.mean)?.matmul(&self.projection)?;
         let norm = embedding.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
         embedding.broadcast_div(&(norm + 1e-12)?)
     }

@@ -110,7 +110,11 @@ mod tests {
         let axis = [pca.components[0], pca.components[2]];
         assert!((axis[0].abs() - 0.6).abs() < 1e-3, "{axis:?}");
         assert!((axis[1].abs() - 0.8).abs() < 1e-3, "{axis:?}");
-        assert!(pca.variances[0] > 30.0 && pca.variances[1] < 0.02, "{:?}", pca.variances);
+        assert!(
+            pca.variances[0] > 30.0 && pca.variances[1] < 0.02,
+            "{:?}",
+            pca.variances
+        );
         let projected = pca.project(&data[..2]).unwrap();
         assert!((projected[0].abs() - 10.0).abs() < 0.1, "{projected:?}");
     }

@@ -441,7 +441,10 @@ fn make_batch(
     }
     let mut inputs = clean.clone();
     if augment {
-        for (target, input) in clean.chunks_exact_mut(per).zip(inputs.chunks_exact_mut(per)) {
+        for (target, input) in clean
+            .chunks_exact_mut(per)
+            .zip(inputs.chunks_exact_mut(per))
+        {
             let draw = Draw::new(rng);
             target.copy_from_slice(&draw.reframe(target, data.size, data.channels));
             input.copy_from_slice(&draw.relight(target, data.channels));

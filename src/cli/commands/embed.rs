@@ -18,7 +18,7 @@ pub struct Args {
     /// Image files to embed.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// A default model name (digits, fashion, photos) or a model file path.
+    /// A default model name (photos, digits, fashion, …; see `imgsearch models`) or a model file path.
     #[arg(long, short, default_value = model::DEFAULT_MODEL, env = "IMGSEARCH_MODEL")]
     model: String,
     #[command(flatten)]

@@ -39,7 +39,12 @@ pub fn run(args: Args) -> Result<Outcome> {
     let rows = export::rows(&index, &args.filter.filter())?;
     // Latents on standard output are the command's output; the report then
     // goes to stderr so it never mixes with them.
-    let report = export::export(rows, index.model.embedding_dim(), format, args.out.as_deref())?;
+    let report = export::export(
+        rows,
+        index.model.embedding_dim(),
+        format,
+        args.out.as_deref(),
+    )?;
     if args.out.is_some() {
         output::print(&report, args.json)?;
     } else {

@@ -54,22 +54,34 @@ impl Table for DefaultModels {
     fn table(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "{:<8}  {:<10}  {:>6}  {:<20}  {:>6}  {:>10}  data",
-            "name", "input", "latent", "widths", "epochs", "val loss"
+            "{:<15} {:<16} {:>6} {:<22} {:>6} {:<22} {:>6} {:>9}  data",
+            "name", "input", "latent", "widths", "embeds", "as", "epochs", "val loss"
         )?;
         for m in &self.0 {
             let Some(info) = &m.info else {
-                writeln!(out, "{:<8}  (not embedded in this build)", m.name)?;
+                writeln!(out, "{:<15} (not embedded in this build)", m.name)?;
                 continue;
             };
             let a = &info.arch;
+            let embedding = match &info.embedding {
+                Some(head) => format!("pooled blocks {:?}", head.layers),
+                None => "latent".to_string(),
+            };
             writeln!(
                 out,
-                "{:<8}  {:<10}  {:>6}  {:<20}  {:>6}  {:>10.5}  {}",
+                "{:<15} {:<16} {:>6} {:<22} {:>6} {:<22} {:>6} {:>9.5}  {}",
                 m.name,
-                format!("{}x{}x{}", a.input_size, a.input_size, a.channels),
+                format!(
+                    "{}x{}x{} {}",
+                    a.input_size,
+                    a.input_size,
+                    a.channels,
+                    info.prep.as_str()
+                ),
                 a.latent,
                 format!("{:?}", a.widths),
+                info.embedding_dim(),
+                embedding,
                 info.training.epochs,
                 info.training.validation_loss,
                 info.training.data
