@@ -18,9 +18,7 @@ use imgsearch::index::Index;
 use imgsearch::ingest::{self, IngestOptions};
 use imgsearch::knn::{self, Vectors, Weighting};
 
-#[path = "pca.rs"]
-mod pca;
-use pca::Pca;
+use imgsearch::model::pca::Pca;
 
 const K: usize = 7;
 

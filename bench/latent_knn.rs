@@ -16,9 +16,7 @@ use imgsearch::dataset::{self, Dataset, DatasetName, Split};
 use imgsearch::knn::{self, Vectors};
 use imgsearch::model::Model;
 
-#[path = "pca.rs"]
-mod pca;
-use pca::Pca;
+use imgsearch::model::pca::Pca;
 
 const K: usize = 7;
 

@@ -286,17 +286,18 @@ fn load_task(root: &Path, name: &str) -> anyhow::Result<Task> {
 /// Images in class folders (`dir/CLASS/*`), classes in name order; `keep`
 /// sees each file's position among its class's sorted names and their count.
 fn folder_classes(dir: &Path, keep: impl Fn(usize, usize) -> bool) -> anyhow::Result<Labelled> {
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    classes.retain(|p| p.is_dir());
-    classes.sort();
-    let mut files = Vec::new();
-    for (label, class) in classes.iter().enumerate() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(class)?
+    let sorted_entries = |dir: &Path| -> std::io::Result<Vec<PathBuf>> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()?;
-        names.sort();
+        entries.sort();
+        Ok(entries)
+    };
+    let mut classes = sorted_entries(dir)?;
+    classes.retain(|p| p.is_dir());
+    let mut files = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let names = sorted_entries(class)?;
         let n = names.len();
         files.extend(
             names

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Search quality on real photographs, every method in one run of
+# `cargo bench --bench photos_eval` (see its header), written into
+# bench/RESULTS.md between the photos-eval markers.
+#
+#   bench/photos-eval.sh                                  # photos vs photos-cifar32 vs baselines
+#   PHOTOS_HEADS='1,2,3:128:0.25;1,2,3,4:256:0.25' bench/photos-eval.sh   # plus head shapes
+#
+# About 20 minutes on 2 cores (most of it raw-pixel PCA and 40,000 CIFAR images).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mkdir -p target/photos-eval
+cargo bench --bench photos_eval | tee target/photos-eval/output.txt
+table=$(grep '^|' target/photos-eval/output.txt)
+machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+section=$(printf '<!-- photos-eval:begin -->\n`bench/photos-eval.sh`, %s, on %s.\n\n%s\n<!-- photos-eval:end -->' "$(date +%F)" "$machine" "$table")
+results=bench/RESULTS.md
+if grep -q '<!-- photos-eval:begin -->' "$results"; then
+  awk -v section="$section" '
+    /<!-- photos-eval:begin -->/ { print section; skip = 1; next }
+    /<!-- photos-eval:end -->/ { skip = 0; next }
+    !skip { print }' "$results" > "$results.tmp" && mv "$results.tmp" "$results"
+else
+  printf '\n## Real photographs: the photos model against colour histograms and pixels\n\n%s\n' "$section" >> "$results"
+fi
+echo "wrote the table into $results"
