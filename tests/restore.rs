@@ -116,7 +116,7 @@ fn outputs_keep_the_input_size_with_tiles_or_resize() {
         let out = tmp.path().join(format!("photo-{fit}.png"));
         let report = json_of(&run_ok(
             bin()
-                .args(["reconstruct", "--model", "photos", "--fit", fit, "--json"])
+                .args(["reconstruct", "--fit", fit, "--json"])
                 .arg(&photo)
                 .arg("-o")
                 .arg(&out),
@@ -129,6 +129,7 @@ fn outputs_keep_the_input_size_with_tiles_or_resize() {
         assert_eq!((img.width(), img.height()), (100, 61));
         assert!(img.as_rgb8().is_some(), "a 3-channel model writes colour");
         assert!(report["psnr_db"].as_f64().unwrap() > 15.0, "{report}");
+        assert_eq!(report["model"], "photos-cifar32", "the rebuilding default");
         // A gray model on the same picture: gray output, same size.
         let out = tmp.path().join(format!("gray-{fit}.png"));
         run_ok(
