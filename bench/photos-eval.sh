@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mkdir -p target/photos-eval
 cargo bench --bench photos_eval | tee target/photos-eval/output.txt
-table=$(grep '^|' target/photos-eval/output.txt)
+table=$(grep '^|' target/photos-eval/output.txt | sed 's/^| method |/\n| method |/')
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 section=$(printf '<!-- photos-eval:begin -->\n`bench/photos-eval.sh`, %s, on %s.\n\n%s\n<!-- photos-eval:end -->' "$(date +%F)" "$machine" "$table")
 results=bench/RESULTS.md
