@@ -184,19 +184,23 @@ fn encoder_speed(models: &[Model]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `k` nearest index vectors to each query (exact L2).
+fn nearest(
+    dim: usize,
+    index: &[f32],
+    queries: &[f32],
+    k: usize,
+) -> anyhow::Result<Vec<Vec<(usize, f32)>>> {
+    let (index, queries) = (Vectors { dim, data: index }, Vectors { dim, data: queries });
+    Ok(exact_knn(&index, &queries, k)?)
+}
+
 /// Share of queries whose k nearest index images vote for their class.
 fn knn_accuracy(method: &mut dyn Method<'_>, task: &Task) -> anyhow::Result<f64> {
     method.fit(&task.index.images)?;
     let (dim, index) = method.embed(&task.index.images)?;
     let (_, queries) = method.embed(&task.queries.images)?;
-    let found = exact_knn(
-        &Vectors { dim, data: &index },
-        &Vectors {
-            dim,
-            data: &queries,
-        },
-        K,
-    )?;
+    let found = nearest(dim, &index, &queries, K)?;
     let right = found
         .iter()
         .zip(&task.queries.labels)
@@ -228,14 +232,7 @@ fn near_duplicates<'a>(
         let (dim, index) = method.embed(images)?;
         for ((name, _), copies) in transforms::TRANSFORMS.iter().zip(&copies) {
             let (_, queries) = method.embed(copies)?;
-            let found = exact_knn(
-                &Vectors { dim, data: &index },
-                &Vectors {
-                    dim,
-                    data: &queries,
-                },
-                1,
-            )?;
+            let found = nearest(dim, &index, &queries, 1)?;
             let hits = found
                 .iter()
                 .enumerate()
