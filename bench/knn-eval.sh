@@ -20,15 +20,4 @@ fi
 mkdir -p target/knn-eval
 cargo bench --bench knn_eval | tee target/knn-eval/output.txt
 table=$(grep '^|' target/knn-eval/output.txt)
-machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-section=$(printf '<!-- knn-eval:begin -->\n`bench/knn-eval.sh`, %s, on %s.\n\n%s\n<!-- knn-eval:end -->' "$(date +%F)" "$machine" "$table")
-results=bench/RESULTS.md
-if grep -q '<!-- knn-eval:begin -->' "$results"; then
-  awk -v section="$section" '
-    /<!-- knn-eval:begin -->/ { print section; skip = 1; next }
-    /<!-- knn-eval:end -->/ { skip = 0; next }
-    !skip { print }' "$results" > "$results.tmp" && mv "$results.tmp" "$results"
-else
-  printf '\n## kNN classification through ingest and eval\n\n%s\n' "$section" >> "$results"
-fi
-echo "wrote the table into $results"
+bench/write-results.sh knn-eval "kNN classification through ingest and eval" bench/knn-eval.sh "$table"

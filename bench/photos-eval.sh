@@ -13,15 +13,4 @@ cd "$root"
 mkdir -p target/photos-eval
 cargo bench --bench photos_eval | tee target/photos-eval/output.txt
 table=$(grep '^|' target/photos-eval/output.txt | sed 's/^| method |/\n| method |/')
-machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-section=$(printf '<!-- photos-eval:begin -->\n`bench/photos-eval.sh`, %s, on %s.\n\n%s\n<!-- photos-eval:end -->' "$(date +%F)" "$machine" "$table")
-results=bench/RESULTS.md
-if grep -q '<!-- photos-eval:begin -->' "$results"; then
-  awk -v section="$section" '
-    /<!-- photos-eval:begin -->/ { print section; skip = 1; next }
-    /<!-- photos-eval:end -->/ { skip = 0; next }
-    !skip { print }' "$results" > "$results.tmp" && mv "$results.tmp" "$results"
-else
-  printf '\n## Real photographs: the photos model against colour histograms and pixels\n\n%s\n' "$section" >> "$results"
-fi
-echo "wrote the table into $results"
+bench/write-results.sh photos-eval "Real photographs: the photos model against colour histograms and pixels" bench/photos-eval.sh "$table"

@@ -79,15 +79,12 @@ impl Index {
                 store.set_model_stamp(&stamp(&model))?;
                 model
             }
-            (Some(stamp), None) => {
-                let model = Model::load(&stamp.name)?;
-                match crate::model::renamed_default(&stamp.name, &stamp.fingerprint) {
-                    Some(renamed) if model.fingerprint != stamp.fingerprint => {
-                        Model::load(renamed)?
-                    }
-                    _ => model,
-                }
-            }
+            // A default replaced under its name: the stamped weights now
+            // live under the renamed default, so load those.
+            (Some(stamp), None) => Model::load(
+                crate::model::renamed_default(&stamp.name, &stamp.fingerprint)
+                    .unwrap_or(&stamp.name),
+            )?,
             (Some(stamp), Some(asked)) => {
                 let model = Model::load(asked)?;
                 if model.fingerprint != stamp.fingerprint {

@@ -129,11 +129,7 @@ impl Encoder {
 
 impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let features = self
-            .convs
-            .iter()
-            .try_fold(xs.clone(), |x, conv| x.apply(conv)?.relu())?;
-        features.flatten_from(1)?.apply(&self.to_latent)
+        Ok(self.maps_and_latent(xs)?.1)
     }
 }
 
