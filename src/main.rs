@@ -19,7 +19,13 @@ fn main() -> ExitCode {
         Ok(outcome) => outcome.exit_code(),
         Err(err) if cli::output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            let line = cli::output::error_line(&err);
+            eprintln!("error: {line}");
+            if cli::output::is_disk_full(&err) && !line.contains("free some space") {
+                // Every write is a whole batch or nothing, so the same
+                // command picks up where this one stopped.
+                eprintln!("hint: the disk is full; free some space and run the same command again");
+            }
             ExitCode::FAILURE
         }
     }

@@ -64,6 +64,7 @@ fn config(epochs: usize, seed: u64) -> TrainConfig {
         normalization: model::Normalization::Unit,
         prep: Prep::Squash,
         augment: false,
+        contrastive: 0.0,
         head: None,
         validation_fraction: 0.25,
         seed,
@@ -262,6 +263,37 @@ fn augmented_training_lowers_validation_loss() {
         h[0].validation_loss
     );
     assert!(trained.info.training.augment);
+}
+
+#[test]
+fn contrastive_training_records_its_weight_and_saves_no_projector() {
+    let set = train_set(&synthetic_images(64));
+    let mut cfg = config(2, 3);
+    cfg.contrastive = 0.5;
+    // The contrast term compares augmented views, so it needs augmentation.
+    let err = train_quietly(&cfg, &set, "s").err().expect("refused");
+    assert!(err.to_string().contains("augmentation"), "{err}");
+    cfg.augment = true;
+    let trained = train_quietly(&cfg, &set, "s").unwrap();
+    assert_eq!(trained.info.training.contrastive, 0.5);
+    // Only the autoencoder's tensors are kept: the projector is training-only.
+    assert!(
+        trained
+            .tensors
+            .keys()
+            .all(|name| name.starts_with("encoder.") || name.starts_with("decoder.")),
+        "{:?}",
+        trained.tensors.keys().collect::<Vec<_>>()
+    );
+    // Its training loss adds the contrast term to the reconstruction, which
+    // the validation loss measures alone.
+    let h = &trained.history;
+    assert!(h.iter().all(|r| r.train_loss > r.validation_loss), "{h:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.safetensors");
+    trained.save(&path).unwrap();
+    let loaded = Model::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(loaded.info.training.contrastive, 0.5);
 }
 
 #[test]

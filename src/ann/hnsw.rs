@@ -291,9 +291,10 @@ impl Graph {
         if !self.dirty.load(Ordering::Acquire) {
             return Ok(());
         }
-        let dump_err = |path: &Path, message: String| AnnError::Dump {
+        let dump_err = |path: &Path, error: std::io::Error| AnnError::Dump {
             path: path.to_path_buf(),
-            message,
+            message: error.to_string(),
+            source: Some(error),
         };
         if self.points() == 0 {
             // hnsw_rs cannot dump an empty graph; no manifest means "build
@@ -309,17 +310,36 @@ impl Graph {
         let folder_name = format!("hnsw-{}-{points}", encode_id(max_id));
         let folder = dir.join(&folder_name);
         let _ = std::fs::remove_dir_all(&folder);
-        std::fs::create_dir_all(&folder).map_err(|e| dump_err(&folder, e.to_string()))?;
-        let basename = self
-            .hnsw
-            .file_dump(&folder, "graph")
-            .map_err(|e| dump_err(&folder, e.to_string()))?;
+        let dumped = std::fs::create_dir_all(&folder)
+            .map_err(|e| dump_err(&folder, e))
+            .and_then(|()| {
+                self.hnsw.file_dump(&folder, "graph").map_err(|e| {
+                    // hnsw_rs says why in an anyhow chain; keep an I/O cause
+                    // so a full disk is recognised as one.
+                    let io = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>());
+                    AnnError::Dump {
+                        path: folder.clone(),
+                        message: format!("{e:#}"),
+                        source: io.map(|io| std::io::Error::new(io.kind(), io.to_string())),
+                    }
+                })
+            });
+        let basename = match dumped {
+            Ok(basename) => basename,
+            Err(e) => {
+                // A half-written dump is never named by the manifest; free
+                // its space now (it matters most when the disk is full).
+                let _ = std::fs::remove_dir_all(&folder);
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
         let mut checksums = BTreeMap::new();
         for suffix in ["hnsw.graph", "hnsw.data"] {
             let name = format!("{basename}.{suffix}");
             let path = folder.join(&name);
             let sum = file_checksum(&path)
-                .ok_or_else(|| dump_err(&path, "cannot read it back".into()))?;
+                .ok_or_else(|| dump_err(&path, std::io::Error::other("cannot read it back")))?;
             checksums.insert(name, sum);
         }
         let manifest = Manifest {
@@ -333,7 +353,7 @@ impl Graph {
         };
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("serializable");
         crate::fsutil::write_bytes_atomically(&dir.join(MANIFEST), &manifest_bytes)
-            .map_err(|e| dump_err(&dir.join(MANIFEST), e.to_string()))?;
+            .map_err(|e| dump_err(&dir.join(MANIFEST), e))?;
         // Older dumps are no longer named by the manifest.
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {

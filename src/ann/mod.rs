@@ -32,7 +32,12 @@ pub enum AnnError {
     #[error(transparent)]
     Flat(#[from] FlatError),
     #[error("cannot write the HNSW graph to {path}: {message}")]
-    Dump { path: PathBuf, message: String },
+    Dump {
+        path: PathBuf,
+        message: String,
+        /// The I/O failure underneath, when there is one (a full disk).
+        source: Option<std::io::Error>,
+    },
 }
 
 /// The flat file, and the graph once loaded.

@@ -80,6 +80,35 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The error's chain as one line, `outer: cause: cause`, leaving out a
+/// cause whose text the line already holds (our error types name their
+/// cause in their own message, and anyhow's `{:#}` would repeat it).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// Whether an error comes from a full disk.
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::StorageFull)
+            || cause
+                .downcast_ref::<imgsearch::store::StoreError>()
+                .is_some_and(imgsearch::store::StoreError::is_disk_full)
+    })
+}
+
 /// Cuts `s` to at most `width` characters (for table columns).
 pub fn truncate(s: &str, width: usize) -> String {
     s.chars().take(width).collect()
@@ -103,5 +132,27 @@ mod tests {
             .context("printing results");
         assert!(is_broken_pipe(&err));
         assert!(!is_broken_pipe(&anyhow::anyhow!("no index")));
+    }
+
+    #[test]
+    fn error_line_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot access f.bin: {source}")]
+        struct Access {
+            source: io::Error,
+        }
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        let err = anyhow::Error::from(Access { source: full }).context("ingesting dir");
+        assert_eq!(
+            error_line(&err),
+            format!(
+                "ingesting dir: cannot access f.bin: {}",
+                io::Error::from(io::ErrorKind::StorageFull)
+            )
+        );
+        assert!(is_disk_full(&err));
+        let plain = anyhow::anyhow!("no index").context("opening");
+        assert_eq!(error_line(&plain), "opening: no index");
+        assert!(!is_disk_full(&plain));
     }
 }

@@ -152,6 +152,9 @@ pub struct TrainingRecord {
     /// Whether inputs were augmented (crops, flips, colour jitter).
     #[serde(default)]
     pub augment: bool,
+    /// Weight of the view-contrast term (0: reconstruction only).
+    #[serde(default)]
+    pub contrastive: f64,
     pub validation_fraction: f64,
     pub seed: u64,
     pub train_loss: f64,

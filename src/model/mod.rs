@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod autoencoder;
+pub mod contrast;
 pub mod file;
 pub mod head;
 pub mod pca;

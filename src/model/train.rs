@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::Draw;
 use super::autoencoder::{ArchConfig, Autoencoder};
+use super::contrast::{self, Projector};
 use super::file::{
     self, ModelFileError, ModelInfo, Normalization, TrainingRecord, ARCHITECTURE, HEAD_PREFIX,
 };
@@ -77,6 +78,10 @@ pub struct TrainConfig {
     pub prep: Prep,
     /// Random crops, flips and colour jitter on the inputs ([`super::augment`]).
     pub augment: bool,
+    /// Weight of the view-contrast term ([`super::contrast`]) beside the
+    /// reconstruction loss; 0 trains on reconstruction alone. Needs
+    /// `augment`: each image is seen as two augmented views per batch.
+    pub contrastive: f64,
     /// The embedding head to fit after training; `None` embeds with the latent.
     pub head: Option<HeadConfig>,
     pub validation_fraction: f64,
@@ -239,6 +244,13 @@ pub fn train(
             "need 0 <= validation fraction < 1, epochs >= 1 and batch >= 1".into(),
         ));
     }
+    if !(cfg.contrastive >= 0.0 && cfg.contrastive.is_finite())
+        || (cfg.contrastive > 0.0 && (!cfg.augment || cfg.batch_size < 2))
+    {
+        return Err(TrainError::Setting(
+            "the contrastive weight must be >= 0, and above 0 it needs augmentation and a batch of at least 2".into(),
+        ));
+    }
     let started = Instant::now();
     let device = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -249,6 +261,20 @@ pub fn train(
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
     init_weights(&varmap, &mut rng)?;
+    // The contrast term's projector trains beside the network but is not
+    // part of the model: its own VarMap, never saved.
+    let projector_vars = VarMap::new();
+    let projector = if cfg.contrastive > 0.0 {
+        let top = *cfg.arch.widths.last().expect("validated: widths not empty");
+        let projector = Projector::new(
+            top,
+            VarBuilder::from_varmap(&projector_vars, DType::F32, &device),
+        )?;
+        init_weights(&projector_vars, &mut rng)?;
+        Some(projector)
+    } else {
+        None
+    };
 
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.shuffle(&mut rng);
@@ -260,7 +286,7 @@ pub fn train(
     let val_seed: u64 = rng.random();
 
     let mut opt = candle_nn::AdamW::new(
-        varmap.all_vars(),
+        [varmap.all_vars(), projector_vars.all_vars()].concat(),
         candle_nn::ParamsAdamW {
             lr: cfg.learning_rate,
             weight_decay: cfg.weight_decay,
@@ -286,8 +312,24 @@ pub fn train(
                 cfg.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
             );
             step += 1;
-            let (inputs, targets) = make_batch(data, chunk, cfg, cfg.augment, &mut rng, &device)?;
-            let loss = cfg.loss.compute(&net.forward_logits(&inputs)?, &targets)?;
+            let loss = match &projector {
+                None => {
+                    let (inputs, targets) =
+                        make_batch(data, chunk, cfg, cfg.augment, &mut rng, &device)?;
+                    cfg.loss.compute(&net.forward_logits(&inputs)?, &targets)?
+                }
+                Some(projector) => {
+                    // Every image twice, each with its own draw: rows i and
+                    // i + n are two views of one photo, both rebuilt.
+                    let views = [chunk, chunk].concat();
+                    let (inputs, targets) = make_batch(data, &views, cfg, true, &mut rng, &device)?;
+                    let (maps, latent) = net.encoder.maps_and_latent(&inputs)?;
+                    let rebuilt = cfg.loss.compute(&latent.apply(&net.decoder)?, &targets)?;
+                    let last = maps.last().expect("validated: at least one block");
+                    let contrast = contrast::nt_xent(&last.apply(projector)?)?;
+                    (rebuilt + (contrast * cfg.contrastive)?)?
+                }
+            };
             opt.backward_step(&loss)?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
@@ -342,6 +384,7 @@ pub fn train(
             learning_rate: cfg.learning_rate,
             noise: cfg.noise,
             augment: cfg.augment,
+            contrastive: cfg.contrastive,
             validation_fraction: cfg.validation_fraction,
             seed: cfg.seed,
             train_loss: history[best_epoch - 1].train_loss,

@@ -71,6 +71,8 @@ pub enum StoreError {
     InUse { path: PathBuf },
     #[error("the index at {path} has schema version {found}, newer than this imgsearch understands ({SCHEMA_VERSION}); upgrade imgsearch")]
     TooNew { path: PathBuf, found: u32 },
+    #[error("the disk holding {path} is full; free some space and run the same command again (nothing was lost)")]
+    NoSpace { path: PathBuf },
     #[error("index database error: {0}")]
     Db(#[from] sled::Error),
     #[error("corrupt record {id}: {message}")]
@@ -79,6 +81,21 @@ pub enum StoreError {
     CorruptMeta { key: &'static str, message: String },
     #[error("a write to the index database was abandoned: {0}")]
     Aborted(String),
+}
+
+impl StoreError {
+    /// Whether the database failed because its disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::NoSpace { .. } => true,
+            StoreError::Db(sled::Error::Io(io))
+            | StoreError::Open {
+                error: sled::Error::Io(io),
+                ..
+            } => io.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
 }
 
 /// One image.
@@ -112,6 +129,68 @@ impl Record {
         self.height = same_content.height;
         self.recon_error = same_content.recon_error;
     }
+}
+
+/// Opens sled's database at `dir`, with its failures in our words.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    // sled panics on some damage (a truncated log) instead of erring.
+    let opened = crate::guard::catch_panic(|| {
+        sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+    })
+    .map_err(|message| StoreError::Damaged {
+        path: dir.to_path_buf(),
+        message,
+    })?;
+    opened.map_err(|error| match &error {
+        // sled reports a held lock as an I/O error whose text says so.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::InUse {
+                path: dir.parent().unwrap_or(dir).to_path_buf(),
+            }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            StoreError::NoSpace {
+                path: dir.to_path_buf(),
+            }
+        }
+        _ => StoreError::Open {
+            path: dir.to_path_buf(),
+            error,
+        },
+    })
+}
+
+/// Removes sled's unfinished snapshot files (`snap.*.generating`) from
+/// `dir`; returns how many there were.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<usize, StoreError> {
+    let unfinished = |name: &std::ffi::OsStr| {
+        let name = name.to_string_lossy();
+        name.starts_with("snap.") && name.ends_with(".generating")
+    };
+    let io = |error: std::io::Error| StoreError::Open {
+        path: dir.to_path_buf(),
+        error: sled::Error::Io(error),
+    };
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if unfinished(&entry.file_name()) {
+            std::fs::remove_file(entry.path()).map_err(io)?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(removed)
 }
 
 pub fn path_to_bytes(path: &Path) -> Vec<u8> {
@@ -183,32 +262,23 @@ pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
 impl Store {
     /// Opens (creating if needed) the database in `dir`, migrating old schemas.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // sled panics on some damage (a truncated log) instead of erring.
-        let opened = crate::guard::catch_panic(|| {
-            sled::Config::new()
-                .path(dir)
-                .mode(sled::Mode::HighThroughput)
-                .open()
-        })
-        .map_err(|message| StoreError::Damaged {
-            path: dir.to_path_buf(),
-            message,
-        })?;
-        let db = opened.map_err(|error| match &error {
-            // sled reports a held lock as an I/O error whose text says so.
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("could not acquire lock") =>
+        let db = match open_db(dir) {
+            // sled writes a snapshot to `snap.<lsn>.generating` and renames
+            // it when complete, but its reader counts the unfinished file
+            // as a snapshot too, and the newest one wins. A snapshot write
+            // that failed (a full disk) leaves that file behind, empty, and
+            // every later open fails with "Read corrupted data". The file
+            // holds nothing the log does not (sled deletes older snapshots
+            // only after the rename), so it is removed and the open retried.
+            // Only after a failed open: a process that holds the index may
+            // be writing such a file right now.
+            Err(StoreError::Open { .. } | StoreError::Damaged { .. })
+                if remove_unfinished_snapshots(dir)? > 0 =>
             {
-                StoreError::InUse {
-                    path: dir.parent().unwrap_or(dir).to_path_buf(),
-                }
+                open_db(dir)?
             }
-            _ => StoreError::Open {
-                path: dir.to_path_buf(),
-                error,
-            },
-        })?;
+            opened => opened?,
+        };
         let store = Self {
             meta: db.open_tree("meta")?,
             images: db.open_tree("images")?,

@@ -34,6 +34,12 @@ pub struct Args {
     /// only, so the decoder rebuilds the un-jittered image.
     #[arg(long)]
     augment: bool,
+    /// Weight of a view-contrast term beside the reconstruction loss (with
+    /// --augment): two augmented views of each image are pooled from the
+    /// last encoder block and pulled together, views of other images pushed
+    /// apart (SimCLR's NT-Xent, temperature 0.2). Costs two views per image.
+    #[arg(long, default_value_t = 0.0, requires = "augment")]
+    contrastive: f64,
     /// Embed with a head that pools these encoder blocks' feature maps
     /// (1-based, comma-separated; mean and std of each channel over
     /// positions), projected by PCA fitted on the training images. Without
@@ -148,6 +154,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         normalization: args.normalize.into(),
         prep: args.prep.into(),
         augment: args.augment,
+        contrastive: args.contrastive,
         head: args.pool.map(|layers| HeadConfig {
             layers,
             dim: args.embedding,
