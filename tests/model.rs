@@ -348,6 +348,7 @@ fn version_one_files_without_preparation_load_as_before() {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mut header = meta.metadata().clone().unwrap();
     header.insert("format_version".into(), "1".into());
+    assert!(header.remove("weights_blake3").is_some());
     header.insert("model".into(), json.to_string());
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let v1 = safetensors::tensor::serialize(tensors.tensors(), Some(header)).unwrap();
@@ -362,6 +363,29 @@ fn version_one_files_without_preparation_load_as_before() {
     // The shipped CIFAR model is such a file.
     let cifar = Model::load("photos-cifar32").unwrap();
     assert_eq!((cifar.info.prep, cifar.embedding_dim()), (Prep::Squash, 64));
+}
+
+#[test]
+fn a_model_file_with_flipped_weights_is_refused_as_damaged() {
+    let trained = train_quietly(&config(1, 5), &train_set(&synthetic_images(16)), "s").unwrap();
+    let bytes = trained.to_bytes().unwrap();
+    assert!(Model::from_bytes(bytes.clone(), "good").is_ok());
+    // One bit of one weight: still a valid safetensors file of the right
+    // shapes, which only the checksum can tell apart.
+    for at in [bytes.len() - 1, bytes.len() / 2 + bytes.len() / 4] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x10;
+        let msg = Model::from_bytes(damaged, "m.safetensors")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            msg.contains("m.safetensors") && msg.contains("damaged"),
+            "{msg}"
+        );
+    }
+    // The shipped defaults predate the checksum and load unchecked.
+    assert!(Model::load("photos-cifar32").is_ok());
 }
 
 fn trained_embeddings(trained: &model::TrainedModel, images: &[Pixels]) -> Vec<Vec<f32>> {

@@ -7,6 +7,11 @@
 //!   which means squash, and no embedding head, which means the latent is
 //!   the embedding)
 //! - `model` = JSON of [`ModelInfo`]
+//! - `weights_blake3` = blake3 (hex) of the tensor data that follows the
+//!   header. Files written before it existed (the embedded defaults among
+//!   them, whose bytes are their identity) have none and load unchecked; a
+//!   file that has one and does not match is refused as damaged instead of
+//!   embedding with flipped weights.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +57,8 @@ pub enum ModelFileError {
         arch: String,
         message: String,
     },
+    #[error("{origin}: the weights are damaged (their checksum does not match the header's); copy or train the model again")]
+    Damaged { origin: String },
     #[error("cannot write model file {path}: {message}")]
     Write { path: PathBuf, message: String },
 }
@@ -250,6 +257,7 @@ pub fn load_bytes(
     device: &Device,
 ) -> Result<LoadedModel, ModelFileError> {
     let info = read_info(&bytes, origin)?;
+    verify_weights(&bytes, origin)?;
     let fingerprint = fingerprint(&bytes);
     let mismatch = |message: String| ModelFileError::WeightsMismatch {
         origin: origin.to_string(),
@@ -283,6 +291,41 @@ pub fn load_bytes(
         info,
         fingerprint,
     })
+}
+
+/// Header key of the tensor data's checksum.
+const WEIGHTS_CHECKSUM: &str = "weights_blake3";
+
+/// The tensor data of a safetensors file: what follows its 8-byte header
+/// length and the header.
+fn tensor_data(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    bytes.get(8usize.checked_add(usize::try_from(len).ok()?)?..)
+}
+
+/// Checks the weights against the header's checksum, when it has one.
+fn verify_weights(bytes: &[u8], origin: &str) -> Result<(), ModelFileError> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        ModelFileError::NotSafetensors {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let Some(expected) = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(WEIGHTS_CHECKSUM))
+    else {
+        return Ok(());
+    };
+    let actual = tensor_data(bytes).map(|data| blake3::hash(data).to_hex().to_string());
+    if actual.as_deref() == Some(expected.as_str()) {
+        Ok(())
+    } else {
+        Err(ModelFileError::Damaged {
+            origin: origin.to_string(),
+        })
+    }
 }
 
 /// Where the head's tensors live in the file.
@@ -357,7 +400,20 @@ pub fn serialize(tensors: &HashMap<String, Tensor>, info: &ModelInfo) -> Result<
         "model".to_string(),
         serde_json::to_string(info).map_err(|e| e.to_string())?,
     );
-    safetensors::tensor::serialize(views, Some(header)).map_err(|e| e.to_string())
+    // The header cannot hold a checksum of bytes laid out after it until
+    // they are laid out: serialize, hash the data, serialize with the hash
+    // (the metadata does not move the data, which the check below ensures).
+    let unsummed = safetensors::tensor::serialize(views.clone(), Some(header.clone()))
+        .map_err(|e| e.to_string())?;
+    let sum = blake3::hash(tensor_data(&unsummed).expect("just serialized"))
+        .to_hex()
+        .to_string();
+    header.insert(WEIGHTS_CHECKSUM.to_string(), sum.clone());
+    let bytes = safetensors::tensor::serialize(views, Some(header)).map_err(|e| e.to_string())?;
+    if tensor_data(&bytes).map(|d| blake3::hash(d).to_hex().to_string()) != Some(sum) {
+        return Err("the tensor data moved when its checksum was added".into());
+    }
+    Ok(bytes)
 }
 
 /// The first 16 hex digits of the blake3 hash of the file's bytes.
