@@ -249,6 +249,43 @@ fn a_damaged_graph_dump_is_rebuilt_with_one_line_and_no_crash() {
 }
 
 #[test]
+fn a_graph_manifest_naming_another_folder_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("imgs");
+    let files = images(&root, 12);
+    let index = dir.path().join("idx");
+    assert_eq!(ingest(&root, &index, &[]).status.code(), Some(0));
+    // A planted manifest pointing at a valid dump outside the index.
+    let manifest_path = index.join("hnsw.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let folder = manifest["folder"].as_str().unwrap().to_string();
+    let outside = dir.path().join("elsewhere");
+    std::fs::rename(index.join(&folder), &outside).unwrap();
+    manifest["folder"] = Value::from("../elsewhere");
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+
+    let out = run_within(
+        bin()
+            .arg("query")
+            .arg(&files[3])
+            .args(["--hnsw", "-k", "1", "--json", "--index"])
+            .arg(&index),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("outside the index"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        json_of(&out)[0]["results"][0]["path"],
+        files[3].to_str().unwrap()
+    );
+}
+
+#[test]
 fn a_confined_ingest_refuses_a_root_swapped_for_a_link() {
     use imgsearch::index::Index;
     use imgsearch::ingest::{self, IngestError, IngestOptions};

@@ -150,6 +150,17 @@ impl Graph {
                 m.dim, m.params
             ));
         }
+        // The manifest names files beside it, never elsewhere: a damaged
+        // or planted one must not lead the loader to another folder.
+        let plain =
+            |name: &str| !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+        if !m.folder.starts_with("hnsw-")
+            || !plain(&m.folder)
+            || !plain(&m.basename)
+            || m.checksums.keys().any(|name| !plain(name))
+        {
+            return Err("the manifest names files outside the index".into());
+        }
         let folder = dir.join(&m.folder);
         let graph_file = folder.join(format!("{}.hnsw.graph", m.basename));
         if !graph_file.is_file() {

@@ -204,6 +204,20 @@ impl Autoencoder {
         })
     }
 
+    /// Names of the tensors [`Autoencoder::new`] takes from its
+    /// `VarBuilder`, without building anything (a model file's header is
+    /// checked against them before its shapes are trusted).
+    pub fn tensor_names(cfg: &ArchConfig) -> Vec<String> {
+        let blocks = cfg.widths.len();
+        let layers = (0..blocks)
+            .map(|i| format!("encoder.conv{i}"))
+            .chain(["encoder.to_latent".into(), "decoder.from_latent".into()])
+            .chain((0..blocks).map(|i| format!("decoder.deconv{i}")));
+        layers
+            .flat_map(|layer| [format!("{layer}.weight"), format!("{layer}.bias")])
+            .collect()
+    }
+
     /// Reconstruction logits (apply `sigmoid` for pixels in `[0, 1]`).
     pub fn forward_logits(&self, xs: &Tensor) -> Result<Tensor> {
         xs.apply(&self.encoder)?.apply(&self.decoder)
@@ -231,6 +245,20 @@ mod tests {
             let x = Tensor::zeros((2, channels, size, size), DType::F32, &Device::Cpu).unwrap();
             assert_eq!(x.apply(&ae.encoder).unwrap().dims(), &[2, 8]);
             assert_eq!(ae.reconstruct(&x).unwrap().dims(), x.dims());
+        }
+    }
+
+    #[test]
+    fn tensor_names_are_the_ones_new_asks_for() {
+        for (size, channels) in [(28, 1), (64, 3)] {
+            let cfg = ArchConfig::for_input(size, channels, 8);
+            let vm = candle_nn::VarMap::new();
+            Autoencoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+            let mut built: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+            let mut listed = Autoencoder::tensor_names(&cfg);
+            built.sort();
+            listed.sort();
+            assert_eq!(built, listed);
         }
     }
 

@@ -331,22 +331,14 @@ fn verify_weights(bytes: &[u8], origin: &str) -> Result<(), ModelFileError> {
 /// Where the head's tensors live in the file.
 pub const HEAD_PREFIX: &str = "head";
 
-/// Names of every tensor a model with this header holds.
+/// Names of every tensor a model with this header holds. Listed, not
+/// found by building the network: a header may claim any shape, and
+/// building one allocates it before the weights are compared with it.
 fn expected_tensor_names(info: &ModelInfo) -> Vec<String> {
-    let varmap = candle_nn::VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    // Building on a VarMap records each tensor's name; the weights are discarded.
-    let _ = Autoencoder::new(&info.arch, vb.clone());
-    if let Some(cfg) = &info.embedding {
-        let _ = Head::new(cfg, &info.arch.widths, vb.pp(HEAD_PREFIX));
+    let mut names = Autoencoder::tensor_names(&info.arch);
+    if info.embedding.is_some() {
+        names.extend(Head::TENSORS.map(|t| format!("{HEAD_PREFIX}.{t}")));
     }
-    let names = varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .keys()
-        .cloned()
-        .collect();
     names
 }
 

@@ -106,12 +106,16 @@ pub struct Head {
 }
 
 impl Head {
+    /// The head's tensors, by name under its prefix.
+    pub const TENSORS: [&'static str; 2] = ["mean", "projection"];
+
     pub fn new(cfg: &HeadConfig, widths: &[usize], vb: VarBuilder) -> Result<Self> {
         let features = cfg.features(widths);
+        let [mean, projection] = Self::TENSORS;
         Ok(Self {
             cfg: cfg.clone(),
-            mean: vb.get((1, features), "mean")?,
-            projection: vb.get((features, cfg.dim), "projection")?,
+            mean: vb.get((1, features), mean)?,
+            projection: vb.get((features, cfg.dim), projection)?,
         })
     }
 

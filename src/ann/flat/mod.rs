@@ -26,6 +26,7 @@ mod scan;
 mod sums;
 
 pub use scan::BATCH_FROM;
+pub use sums::Sums;
 use sums::Sums;
 
 use crate::ann::kernels::floats;
@@ -335,10 +336,14 @@ fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
     if &h[..8] != MAGIC || u32::from_le_bytes(h[8..12].try_into().unwrap()) as usize != dim {
         return None;
     }
-    let rows = u64_at(16) as usize;
+    let rows = usize::try_from(u64_at(16)).ok()?;
     let last_id = Some(u64_at(24)).filter(|&i| i != u64::MAX);
-    let len = f.metadata().ok()?.len() as usize;
-    if len < HEADER + rows * (8 + 4 * dim) || (rows > 0) != last_id.is_some() {
+    let len = f.metadata().ok()?.len();
+    // A damaged count can be any number: checked, not multiplied blindly.
+    let needed = rows
+        .checked_mul(8 + 4 * dim)
+        .and_then(|bytes| bytes.checked_add(HEADER))?;
+    if len < needed as u64 || (rows > 0) != last_id.is_some() {
         return None;
     }
     Some((rows, last_id))

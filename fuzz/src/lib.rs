@@ -1,0 +1,220 @@
+//! The fuzz targets: each takes arbitrary bytes to one of imgsearch's
+//! readers of files it did not write itself, through the same calls the
+//! commands make. Any panic, abort, hang or runaway allocation is a bug.
+//!
+//! | target | what the bytes are | the call |
+//! |---|---|---|
+//! | `decode` | an image file | `prepare::decode` (codecs, limits, orientation, crop) |
+//! | `flat` | `vectors.flat` and its `.sum` | `FlatVectors::open` on a real index |
+//! | `manifest` | the graph dump's `hnsw.json` | `Graph::open` on a real index and dump |
+//! | `model` | a model file | `Model::from_bytes` (safetensors, header, weights) |
+//!
+//! `flat` and `manifest` run against a small index built once per process
+//! by [`Fixture`]; [`seeds`] writes a starting corpus for every target.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use imgsearch::ann::{flat, hnsw, FlatVectors, Graph, HnswParams};
+use imgsearch::imageio::{DecodeLimits, Prep};
+use imgsearch::prepare::{self, InputShape};
+use imgsearch::store::Store;
+
+pub const TARGETS: [&str; 4] = ["decode", "flat", "manifest", "model"];
+
+/// Runs one target on one input.
+pub fn run(target: &str, data: &[u8]) {
+    match target {
+        "decode" => decode(data),
+        "flat" => flat_file(data),
+        "manifest" => manifest(data),
+        "model" => model(data),
+        other => panic!("unknown target {other}"),
+    }
+}
+
+pub fn decode(data: &[u8]) {
+    let shape = InputShape {
+        size: 64,
+        channels: 3,
+        prep: Prep::Crop,
+    };
+    // A small pixel cap, so a header claiming a huge image is refused
+    // quickly instead of the fuzzer spending its time decoding it.
+    let limits = DecodeLimits {
+        max_megapixels: 4.0,
+    };
+    let _ = prepare::decode(data, Path::new("fuzzed"), shape, limits);
+}
+
+/// `data` is a 2-byte little-endian length `n`, then `n` bytes of
+/// `vectors.flat`, then its `vectors.flat.sum`.
+pub fn flat_file(data: &[u8]) {
+    let fixture = Fixture::get();
+    let (flat_bytes, sums) = split(data);
+    let path = fixture.dir.join(flat::FILE_NAME);
+    std::fs::write(&path, flat_bytes).unwrap();
+    std::fs::write(flat::Sums::path(&path), sums).unwrap();
+    let (vectors, _) = FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim)
+        .expect("a damaged flat file is rebuilt, never an error");
+    assert_eq!(vectors.live(), fixture.points, "rebuilt from the store");
+}
+
+pub fn manifest(data: &[u8]) {
+    let fixture = Fixture::get();
+    std::fs::write(fixture.dir.join(hnsw::MANIFEST), data).unwrap();
+    let (graph, _) = Graph::open(
+        &fixture.dir,
+        &fixture.store,
+        fixture.dim,
+        HnswParams::default(),
+    )
+    .expect("a damaged graph is rebuilt, never an error");
+    assert_eq!(
+        graph.live_points(),
+        fixture.points,
+        "caught up from the store"
+    );
+}
+
+pub fn model(data: &[u8]) {
+    let _ = imgsearch::model::Model::from_bytes(data.to_vec(), "fuzzed");
+}
+
+fn split(data: &[u8]) -> (&[u8], &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return (data, &[]);
+    };
+    rest.split_at((u16::from_le_bytes(*len) as usize).min(rest.len()))
+}
+
+/// A small real index (the `digits` model, a few generated images), built
+/// once per process in a temporary folder, its store held open.
+pub struct Fixture {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub store: Store,
+    pub dim: usize,
+    pub points: usize,
+}
+
+impl Fixture {
+    pub fn get() -> &'static Fixture {
+        static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+        FIXTURE.get_or_init(Fixture::build)
+    }
+
+    fn build() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = tmp.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        let points = 6;
+        for i in 0..points as u32 {
+            image::GrayImage::from_fn(28, 28, |x, y| {
+                image::Luma([((x * (i + 2) + y * 5) % 251) as u8])
+            })
+            .save(images.join(format!("{i}.png")))
+            .unwrap();
+        }
+        let dir = tmp.path().join("index");
+        let dim = {
+            let index = imgsearch::index::Index::open(&dir, Some("digits"), true).unwrap();
+            let opts = imgsearch::ingest::IngestOptions::default();
+            imgsearch::ingest::ingest(&index, &images, &opts, &imgsearch::progress::NoProgress)
+                .unwrap();
+            index.model.embedding_dim()
+        };
+        let store = Store::open(&dir.join("db")).unwrap();
+        Fixture {
+            _tmp: tmp,
+            dir,
+            store,
+            dim,
+            points,
+        }
+    }
+}
+
+/// Writes a starting corpus for every target under `out/<target>/`: small
+/// images in each format, the fixture's own flat file and manifest, and a
+/// tiny trained model file.
+pub fn seeds(out: &Path) -> std::io::Result<()> {
+    use image::ImageFormat;
+    let dir = out.join("decode");
+    std::fs::create_dir_all(&dir)?;
+    let picture = image::RgbImage::from_fn(24, 16, |x, y| {
+        image::Rgb([(x * 10) as u8, (y * 15) as u8, 128])
+    });
+    for (format, ext) in [
+        (ImageFormat::Png, "png"),
+        (ImageFormat::Jpeg, "jpg"),
+        (ImageFormat::Gif, "gif"),
+        (ImageFormat::WebP, "webp"),
+        (ImageFormat::Bmp, "bmp"),
+        (ImageFormat::Tiff, "tiff"),
+    ] {
+        image::DynamicImage::ImageRgb8(picture.clone())
+            .save_with_format(dir.join(format!("seed.{ext}")), format)
+            .map_err(std::io::Error::other)?;
+    }
+
+    let fixture = Fixture::get();
+    let flat_path = fixture.dir.join(flat::FILE_NAME);
+    let flat_bytes = std::fs::read(&flat_path)?;
+    let mut seed = (flat_bytes.len() as u16).to_le_bytes().to_vec();
+    seed.extend(&flat_bytes);
+    seed.extend(std::fs::read(flat::Sums::path(&flat_path))?);
+    std::fs::create_dir_all(out.join("flat"))?;
+    std::fs::write(out.join("flat/seed.bin"), seed)?;
+
+    std::fs::create_dir_all(out.join("manifest"))?;
+    std::fs::copy(
+        fixture.dir.join(hnsw::MANIFEST),
+        out.join("manifest/seed.json"),
+    )?;
+
+    std::fs::create_dir_all(out.join("model"))?;
+    std::fs::write(out.join("model/seed.safetensors"), tiny_model())?;
+    Ok(())
+}
+
+/// The smallest model `train` makes: 8×8 grey images, widths 2-2, latent 2.
+fn tiny_model() -> Vec<u8> {
+    use imgsearch::model::{self, ArchConfig, TrainConfig, TrainSet};
+    let mut set = TrainSet::new(8, 1);
+    for i in 0..8u8 {
+        let planar: Vec<u8> = (0..64).map(|p| p.wrapping_mul(i + 1)).collect();
+        set.push(&planar);
+    }
+    let cfg = TrainConfig {
+        arch: ArchConfig {
+            input_size: 8,
+            channels: 1,
+            latent: 2,
+            widths: vec![2, 2],
+        },
+        epochs: 1,
+        batch_size: 4,
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        loss: model::Loss::Bce,
+        noise: 0.0,
+        normalization: model::Normalization::Unit,
+        prep: Prep::Squash,
+        augment: false,
+        contrastive: 0.0,
+        head: None,
+        validation_fraction: 0.0,
+        seed: 1,
+    };
+    model::train::train(
+        &cfg,
+        &set,
+        "fuzz seed",
+        &imgsearch::progress::NoProgress,
+        |_| {},
+    )
+    .unwrap()
+    .to_bytes()
+    .unwrap()
+}
