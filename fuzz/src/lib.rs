@@ -183,7 +183,7 @@ fn tiny_model() -> Vec<u8> {
     use imgsearch::model::{self, ArchConfig, TrainConfig, TrainSet};
     let mut set = TrainSet::new(8, 1);
     for i in 0..8u8 {
-        let planar: Vec<u8> = (0..64).map(|p| p.wrapping_mul(i + 1)).collect();
+        let planar: Vec<u8> = (0..64u8).map(|p| p.wrapping_mul(i + 1)).collect();
         set.push(&planar);
     }
     let cfg = TrainConfig {

@@ -27,7 +27,6 @@ mod sums;
 
 pub use scan::BATCH_FROM;
 pub use sums::Sums;
-use sums::Sums;
 
 use crate::ann::kernels::floats;
 use crate::store::{Store, StoreError};
