@@ -384,6 +384,19 @@ fn a_model_file_with_flipped_weights_is_refused_as_damaged() {
             "{msg}"
         );
     }
+    // A header claiming a huge network is compared with the tensors by
+    // name and shape before anything is built: refused at once, where
+    // building it first would try to allocate terabytes.
+    let mut info = trained.info.clone();
+    info.arch.input_size = 1 << 15;
+    info.arch.widths = vec![1024];
+    info.arch.latent = 1024;
+    let huge = file::serialize(&trained.tensors, &info).unwrap();
+    let msg = Model::from_bytes(huge, "huge")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("weights do not match"), "{msg}");
     // The shipped defaults predate the checksum and load unchecked.
     assert!(Model::load("photos-cifar32").is_ok());
 }

@@ -438,6 +438,30 @@ mod tests {
     }
 
     #[test]
+    fn a_header_claiming_more_rows_than_memory_is_rebuilt_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let adds: Vec<Change> = (0..5u8)
+            .map(|n| Change::Add {
+                record: record(n),
+                vector: vector(n),
+            })
+            .collect();
+        store.apply(&adds).unwrap();
+        drop(FlatVectors::open(dir.path(), &store, 10).unwrap());
+        // A row count whose byte size overflows (it once wrapped around to
+        // a small number and was believed).
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let huge = u64::MAX / 48 * 2 + 3;
+        bytes[16..24].copy_from_slice(&huge.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert!(state.rebuilt && state.damaged, "{state:?}");
+        assert_eq!((flat.rows(), flat.get(3)), (5, Some(vector(3))));
+    }
+
+    #[test]
     fn batched_tiles_agree_with_the_row_scan() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
