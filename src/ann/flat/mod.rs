@@ -83,14 +83,20 @@ impl FlatVectors {
         let path = dir.join(FILE_NAME);
         let opened = read_header(&path, dim).and_then(|(rows, last_id)| {
             let mut flat = Self::with(path.clone(), dim, rows, last_id);
-            flat.sums = Sums::of(flat.data(), flat.row_bytes());
-            match Sums::read(&Sums::path(&path)) {
-                // Damaged (or saved for other rows): rebuilt below.
-                Some(saved) if saved != flat.sums => None,
-                Some(_) => Some(flat),
-                // Written before checksums existed: they start now.
-                None => flat.sums.write(&Sums::path(&path)).ok().map(|()| flat),
+            // The header's last id is outside the block checksums; the last
+            // row's own id is inside them, and must agree (a wrong last id
+            // made catch-up skip or repeat the store's newest vectors).
+            let last_row = flat.data().len().checked_sub(flat.row_bytes());
+            let last_row_id = last_row
+                .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
+            if last_row_id != last_id {
+                return None;
             }
+            flat.sums = Sums::of(flat.data(), flat.row_bytes());
+            // Damaged, saved for other rows, or missing (a file from before
+            // checksums, or a lost `.sum`: it cannot be verified): the file
+            // is rebuilt from the store below.
+            (Sums::read(&Sums::path(&path)).as_ref() == Some(&flat.sums)).then_some(flat)
         });
         let (mut flat, rebuilt, damaged) = match opened {
             Some(flat) => (flat, false, false),
@@ -98,6 +104,11 @@ impl FlatVectors {
                 let existed = path.exists();
                 let mut flat = Self::with(path, dim, 0, None);
                 flat.write_header()?;
+                // Sums now, even for no rows: an empty store appends nothing
+                // and a missing `.sum` would mean a rebuild on every open.
+                flat.sums
+                    .write(&Sums::path(&flat.path))
+                    .map_err(|e| flat.io_err(e))?;
                 (flat, true, existed)
             }
         };
@@ -459,6 +470,26 @@ mod tests {
         let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
         assert!(state.rebuilt && state.damaged, "{state:?}");
         assert_eq!((flat.rows(), flat.get(3)), (5, Some(vector(3))));
+        drop(flat);
+
+        // The header's last id (outside the block checksums) disagreeing
+        // with the last row's, and a lost `.sum`: both found by the fuzzer
+        // to leave rows missing or repeated; both now rebuild.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[24..32].copy_from_slice(&2u64.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert!(state.rebuilt, "{state:?}");
+        assert_eq!((flat.rows(), flat.live()), (5, 5));
+        drop(flat);
+        std::fs::remove_file(Sums::path(&path)).unwrap();
+        let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert!(state.rebuilt && state.damaged, "{state:?}");
+        assert_eq!((flat.rows(), flat.live()), (5, 5));
+        drop(flat);
+        // And a healthy file opens as it is.
+        let (_, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
+        assert!(!state.rebuilt, "{state:?}");
     }
 
     #[test]
