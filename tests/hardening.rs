@@ -283,6 +283,28 @@ fn a_graph_manifest_naming_another_folder_is_not_followed() {
         json_of(&out)[0]["results"][0]["path"],
         files[3].to_str().unwrap()
     );
+
+    // A manifest whose newest id is not the graph's (catch-up would insert
+    // the newer points a second time) is rebuilt too.
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["max_id"] = Value::from(4);
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let out = run_within(
+        bin()
+            .arg("query")
+            .arg(&files[9])
+            .args(["--hnsw", "-k", "12", "--json", "--index"])
+            .arg(&index),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("newest id"), "{}", stderr(&out));
+    let hits = json_of(&out)[0]["results"].as_array().unwrap().clone();
+    let mut paths: Vec<&str> = hits.iter().map(|h| h["path"].as_str().unwrap()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 12, "every image once: {hits:?}");
 }
 
 #[test]

@@ -190,6 +190,20 @@ impl Graph {
                 m.points
             ));
         }
+        // Catch-up starts after the manifest's newest id, so it must be the
+        // graph's own: a wrong one made points go missing or in twice (the
+        // fuzzer found it). The manifest is not under the dump's checksums.
+        let newest = hnsw
+            .get_point_indexation()
+            .into_iter()
+            .map(|point| point.get_origin_id() as u64)
+            .max();
+        if newest != m.max_id {
+            return Err(format!(
+                "the manifest's newest id ({:?}) is not the graph's ({newest:?})",
+                m.max_id
+            ));
+        }
         Ok(Self {
             hnsw,
             dim,
