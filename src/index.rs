@@ -196,7 +196,12 @@ pub fn discard_new(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == crate::ann::flat::FILE_NAME || name == crate::ann::hnsw::MANIFEST {
+        let flat = Path::new(crate::ann::flat::FILE_NAME);
+        let sums = crate::ann::flat::Sums::path(flat);
+        if Path::new(&name) == flat
+            || Path::new(&name) == sums
+            || name == crate::ann::hnsw::MANIFEST
+        {
             std::fs::remove_file(entry.path())?;
         } else if name.starts_with("hnsw-") && entry.file_type()?.is_dir() {
             std::fs::remove_dir_all(entry.path())?;
