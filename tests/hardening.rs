@@ -204,6 +204,18 @@ fn graph_file(index: &Path) -> PathBuf {
         .expect("a saved graph")
 }
 
+/// `query IMAGE --hnsw -k K --json` against `index`, within a minute.
+fn query_hnsw(index: &Path, image: &Path, k: usize) -> Output {
+    run_within(
+        bin()
+            .arg("query")
+            .arg(image)
+            .args(["--hnsw", "-k", &k.to_string(), "--json", "--index"])
+            .arg(index),
+        Duration::from_secs(60),
+    )
+}
+
 #[test]
 fn a_damaged_graph_dump_is_rebuilt_with_one_line_and_no_crash() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,16 +236,7 @@ fn a_damaged_graph_dump_is_rebuilt_with_one_line_and_no_crash() {
     assert!(!stderr(&out).contains("HNSW"), "{}", stderr(&out));
 
     // A search through the graph rebuilds it, says so once, and answers.
-    let query = || {
-        run_within(
-            bin()
-                .arg("query")
-                .arg(&files[5])
-                .args(["--hnsw", "-k", "3", "--json", "--index"])
-                .arg(&index),
-            Duration::from_secs(60),
-        )
-    };
+    let query = || query_hnsw(&index, &files[5], 3);
     let out = query();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
@@ -265,14 +268,7 @@ fn a_graph_manifest_naming_another_folder_is_not_followed() {
     manifest["folder"] = Value::from("../elsewhere");
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
 
-    let out = run_within(
-        bin()
-            .arg("query")
-            .arg(&files[3])
-            .args(["--hnsw", "-k", "1", "--json", "--index"])
-            .arg(&index),
-        Duration::from_secs(60),
-    );
+    let out = query_hnsw(&index, &files[3], 1);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("outside the index"),
@@ -290,14 +286,7 @@ fn a_graph_manifest_naming_another_folder_is_not_followed() {
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["max_id"] = Value::from(4);
     std::fs::write(&manifest_path, manifest.to_string()).unwrap();
-    let out = run_within(
-        bin()
-            .arg("query")
-            .arg(&files[9])
-            .args(["--hnsw", "-k", "12", "--json", "--index"])
-            .arg(&index),
-        Duration::from_secs(60),
-    );
+    let out = query_hnsw(&index, &files[9], 12);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("newest id"), "{}", stderr(&out));
     let hits = json_of(&out)[0]["results"].as_array().unwrap().clone();

@@ -385,17 +385,23 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn catches_up_survives_torn_tail_and_matches_brute_force() {
+    /// A new store in a temporary folder holding vectors `0..n`.
+    fn store_with(n: u8) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let adds: Vec<Change> = (0..50u8)
+        let adds: Vec<Change> = (0..n)
             .map(|n| Change::Add {
                 record: record(n),
                 vector: vector(n),
             })
             .collect();
         store.apply(&adds).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn catches_up_survives_torn_tail_and_matches_brute_force() {
+        let (dir, store) = store_with(50);
         let (flat, state) = FlatVectors::open(dir.path(), &store, 10).unwrap();
         assert_eq!((state.caught_up, state.rebuilt), (50, true));
         let q = vector(20);
@@ -450,15 +456,7 @@ mod tests {
 
     #[test]
     fn a_header_claiming_more_rows_than_memory_is_rebuilt_not_trusted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let adds: Vec<Change> = (0..5u8)
-            .map(|n| Change::Add {
-                record: record(n),
-                vector: vector(n),
-            })
-            .collect();
-        store.apply(&adds).unwrap();
+        let (dir, store) = store_with(5);
         drop(FlatVectors::open(dir.path(), &store, 10).unwrap());
         // A row count whose byte size overflows (it once wrapped around to
         // a small number and was believed).
