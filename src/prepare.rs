@@ -1,6 +1,7 @@
 //! The one preparation step between finding a file and encoding it:
 //! read (whole, once), hash (blake3 of the bytes), decode (with limits and
-//! EXIF orientation), convert and resize to the model's input.
+//! EXIF orientation; a JPEG at the smallest DCT scale that still covers the
+//! model's input), convert and resize to the model's input.
 //!
 //! Ingest, eval, search, anomalies, train and `serve` all come through here,
 //! so an image gives the same pixels, and the same embedding, whichever
@@ -10,7 +11,7 @@
 use std::path::Path;
 
 pub use crate::imageio::Prep;
-use crate::imageio::{self, DecodeLimits, ImageError, Pixels};
+use crate::imageio::{self, DecodeLimits, DecodeSize, ImageError, Pixels};
 
 /// What a model takes in: `size × size` pixels of `channels` planes, and
 /// how an image that is not square gets there.
@@ -54,12 +55,17 @@ pub fn decode(
     shape: InputShape,
     limits: DecodeLimits,
 ) -> Result<Prepared, ImageError> {
-    let image = imageio::decode_bytes(bytes, name, limits)?;
-    let pixels = imageio::to_pixels_with(&image, shape.size, shape.channels, shape.prep, name)?;
+    let needed = DecodeSize::Cover {
+        side: shape.size as u32,
+        prep: shape.prep,
+    };
+    let decoded = imageio::decode_at(bytes, name, limits, needed)?;
+    let pixels =
+        imageio::to_pixels_with(&decoded.image, shape.size, shape.channels, shape.prep, name)?;
     Ok(Prepared {
         pixels,
-        width: image.width(),
-        height: image.height(),
+        width: decoded.width,
+        height: decoded.height,
     })
 }
 

@@ -31,18 +31,24 @@ pub struct IndexOnly {
     pub json: bool,
 }
 
-/// `--max-megapixels`: the decoder's guard against decompression bombs.
+/// `--max-megapixels` and `--allow-truncated`: what the decoder refuses.
 #[derive(Args)]
 pub struct DecodeArgs {
     /// Refuse images larger than this many megapixels (decompression bombs).
     #[arg(long, default_value_t = DEFAULT_MAX_MEGAPIXELS)]
     pub max_megapixels: f64,
+    /// Keep truncated images (a half-copied file, a failed download) with
+    /// their missing part grey, instead of reporting them as failures.
+    /// Corrupt data is still refused.
+    #[arg(long)]
+    pub allow_truncated: bool,
 }
 
 impl DecodeArgs {
     pub fn limits(&self) -> DecodeLimits {
         DecodeLimits {
             max_megapixels: self.max_megapixels,
+            allow_truncated: self.allow_truncated,
         }
     }
 }

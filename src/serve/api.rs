@@ -436,8 +436,13 @@ pub async fn thumbnail(
     let id = parse_id(&id)?;
     blocking(move || {
         let (rec, bytes) = indexed_bytes(&app, id)?;
-        let image = imageio::decode_bytes(&bytes, &rec.path_buf(), app.opts.limits)
-            .map_err(ApiError::image)?;
+        let fits = imageio::DecodeSize::Cover {
+            side: THUMBNAIL_SIDE,
+            prep: imageio::Prep::Letterbox,
+        };
+        let image = imageio::decode_at(&bytes, &rec.path_buf(), app.opts.limits, fits)
+            .map_err(ApiError::image)?
+            .image;
         let image = if image.width() > THUMBNAIL_SIDE || image.height() > THUMBNAIL_SIDE {
             image.thumbnail(THUMBNAIL_SIDE, THUMBNAIL_SIDE)
         } else {

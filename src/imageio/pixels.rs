@@ -1,115 +1,14 @@
-//! Reading images: decode with limits and EXIF orientation, convert to the
-//! model's channels, resize to the model's input, lay out as planar bytes.
-//!
-//! Everything a model sees passes through [`Pixels`]: `channels` planes of
-//! `size × size` bytes (CHW order), the same layout the datasets use, so an
-//! exported MNIST PNG and the IDX record it came from give the same input.
+//! Pixels for the model: convert to its channels, resize to its square
+//! input the way the model was trained to see photos ([`Prep`]), and lay out
+//! as planes (CHW), the same layout the datasets use.
 
-use std::fs::File;
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fast_image_resize as fr;
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
-/// File extensions treated as images when walking a folder.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"];
-
-/// Default cap on decoded pixels: refuses decompression bombs before they allocate.
-pub const DEFAULT_MAX_MEGAPIXELS: f64 = 100.0;
-
-/// Why an image could not be read; every variant names the file, and
-/// [`ImageError::reason`] says why without it (for reports that list the
-/// path in a column of their own).
-#[derive(Debug)]
-pub enum ImageError {
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Empty {
-        path: PathBuf,
-    },
-    /// A FIFO, socket, device or folder where an image file was expected.
-    NotAFile {
-        path: PathBuf,
-        kind: &'static str,
-    },
-    Decode {
-        path: PathBuf,
-        source: image::ImageError,
-    },
-    TooLarge {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        limit: f64,
-    },
-    Resize {
-        path: PathBuf,
-        message: String,
-    },
-}
-
-impl std::fmt::Display for ImageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path().display(), self.reason())
-    }
-}
-
-// The message already carries the underlying error's text, so it is not
-// also offered as `source()`: error chains would print it twice.
-impl std::error::Error for ImageError {}
-
-impl ImageError {
-    /// The file the error is about.
-    pub fn path(&self) -> &Path {
-        match self {
-            Self::Io { path, .. }
-            | Self::Empty { path }
-            | Self::NotAFile { path, .. }
-            | Self::Decode { path, .. }
-            | Self::TooLarge { path, .. }
-            | Self::Resize { path, .. } => path,
-        }
-    }
-
-    /// What went wrong, without the path.
-    pub fn reason(&self) -> String {
-        match self {
-            Self::Io { source, .. } => format!("cannot read: {source}"),
-            Self::Empty { .. } => "empty file".into(),
-            Self::NotAFile { kind, .. } => format!("not a regular file ({kind})"),
-            Self::Decode { source, .. } => format!("not a decodable image: {source}"),
-            Self::TooLarge {
-                width,
-                height,
-                limit,
-                ..
-            } => format!(
-                "image is {width}x{height} ({:.1} MP), above the limit of {limit} MP",
-                (*width as f64) * (*height as f64) / 1e6
-            ),
-            Self::Resize { message, .. } => format!("cannot resize: {message}"),
-        }
-    }
-}
-
-/// Limits applied while decoding.
-#[derive(Debug, Clone, Copy)]
-pub struct DecodeLimits {
-    pub max_megapixels: f64,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        Self {
-            max_megapixels: DEFAULT_MAX_MEGAPIXELS,
-        }
-    }
-}
-
+use super::ImageError;
 /// How an image that is not square becomes the model's square input.
 /// Recorded in the model file, so training and every query prepare images
 /// the same way.
@@ -151,133 +50,6 @@ impl Pixels {
         self.data.iter().map(|&b| b as f32 / 255.0)
     }
 }
-
-/// Whether `path` has an extension imgsearch treats as an image.
-pub fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        .unwrap_or(false)
-}
-
-/// Opens a file for reading only if it is a regular file. The open does not
-/// block (a FIFO with no writer would hang a plain `open`), and `fstat` on
-/// the opened file (not the path, which may change meanwhile) decides.
-pub fn open_regular(path: &Path) -> Result<File, ImageError> {
-    let io_err = |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = options.open(path).map_err(io_err)?;
-    let kind = file.metadata().map_err(io_err)?.file_type();
-    if !kind.is_file() {
-        return Err(ImageError::NotAFile {
-            path: path.to_path_buf(),
-            kind: file_kind(kind),
-        });
-    }
-    Ok(file)
-}
-
-/// A file's whole content, read only if it is a regular, non-empty file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, ImageError> {
-    let mut file = open_regular(path)?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if bytes.is_empty() {
-        return Err(ImageError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(bytes)
-}
-
-/// What kind of file system entry this is, in words.
-pub fn file_kind(kind: std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        } else if kind.is_socket() {
-            return "a socket";
-        } else if kind.is_block_device() || kind.is_char_device() {
-            return "a device";
-        }
-    }
-    if kind.is_dir() {
-        "a folder"
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_file() {
-        "a file"
-    } else {
-        "a special file"
-    }
-}
-
-/// Decodes an image file, checking its size before any pixel is allocated and
-/// applying its EXIF orientation.
-pub fn decode_file(path: &Path, limits: DecodeLimits) -> Result<DynamicImage, ImageError> {
-    let bytes = read_file(path)?;
-    decode_bytes(&bytes, path, limits)
-}
-
-/// Decodes an image held in memory; `name` is used in error messages.
-pub fn decode_bytes(
-    bytes: &[u8],
-    name: &Path,
-    limits: DecodeLimits,
-) -> Result<DynamicImage, ImageError> {
-    if bytes.is_empty() {
-        return Err(ImageError::Empty {
-            path: name.to_path_buf(),
-        });
-    }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|source| ImageError::Io {
-            path: name.to_path_buf(),
-            source,
-        })?;
-    decode_reader(reader, name, limits)
-}
-
-fn decode_reader<R: std::io::BufRead + std::io::Seek>(
-    reader: ImageReader<R>,
-    path: &Path,
-    limits: DecodeLimits,
-) -> Result<DynamicImage, ImageError> {
-    let decode_err = |source| ImageError::Decode {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
-    let (width, height) = decoder.dimensions();
-    if (width as f64) * (height as f64) > limits.max_megapixels * 1e6 {
-        return Err(ImageError::TooLarge {
-            path: path.to_path_buf(),
-            width,
-            height,
-            limit: limits.max_megapixels,
-        });
-    }
-    let orientation = decoder.orientation().map_err(decode_err)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    image.apply_orientation(orientation);
-    Ok(image)
-}
-
 /// Converts to 1 (luma) or 3 (RGB) channels and resizes to `size × size`
 /// (the whole image, aspect ratio not kept), returning planar bytes.
 pub fn to_pixels(
@@ -415,6 +187,43 @@ pub fn planar_to_image(data: &[u8], size: usize, channels: usize) -> DynamicImag
     }
 }
 
+/// An image from raw decoder output of any colour layout `image` knows
+/// (16-bit and float samples in native byte order, as decoders write them).
+pub(super) fn image_from_raw(
+    width: u32,
+    height: u32,
+    color: image::ColorType,
+    bytes: Vec<u8>,
+) -> Option<DynamicImage> {
+    use image::ColorType as C;
+    use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    let u16s = |b: &[u8]| bytemuck::pod_collect_to_vec::<u8, u16>(b);
+    let f32s = |b: &[u8]| bytemuck::pod_collect_to_vec::<u8, f32>(b);
+    Some(match color {
+        C::L8 => {
+            DynamicImage::ImageLuma8(ImageBuffer::<Luma<u8>, _>::from_raw(width, height, bytes)?)
+        }
+        C::La8 => {
+            DynamicImage::ImageLumaA8(ImageBuffer::<LumaA<u8>, _>::from_raw(width, height, bytes)?)
+        }
+        C::Rgb8 => {
+            DynamicImage::ImageRgb8(ImageBuffer::<Rgb<u8>, _>::from_raw(width, height, bytes)?)
+        }
+        C::Rgba8 => {
+            DynamicImage::ImageRgba8(ImageBuffer::<Rgba<u8>, _>::from_raw(width, height, bytes)?)
+        }
+        C::L16 => DynamicImage::ImageLuma16(ImageBuffer::from_raw(width, height, u16s(&bytes))?),
+        C::La16 => DynamicImage::ImageLumaA16(ImageBuffer::from_raw(width, height, u16s(&bytes))?),
+        C::Rgb16 => DynamicImage::ImageRgb16(ImageBuffer::from_raw(width, height, u16s(&bytes))?),
+        C::Rgba16 => DynamicImage::ImageRgba16(ImageBuffer::from_raw(width, height, u16s(&bytes))?),
+        C::Rgb32F => DynamicImage::ImageRgb32F(ImageBuffer::from_raw(width, height, f32s(&bytes))?),
+        C::Rgba32F => {
+            DynamicImage::ImageRgba32F(ImageBuffer::from_raw(width, height, f32s(&bytes))?)
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,21 +281,5 @@ mod tests {
         let squashed = to_pixels_with(&wide, 9, 3, Prep::Squash, Path::new("t")).unwrap();
         assert_eq!(at(&squashed, 4, 0), [0, 255, 0]);
         assert_eq!(at(&squashed, 0, 8), [255, 0, 0]);
-    }
-
-    #[test]
-    fn refuses_huge_and_garbage() {
-        let limits = DecodeLimits {
-            max_megapixels: 0.001,
-        };
-        let mut png = Vec::new();
-        image::GrayImage::new(100, 100)
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        let err = decode_bytes(&png, Path::new("big.png"), limits).unwrap_err();
-        assert!(err.to_string().contains("above the limit"), "{err}");
-        let err =
-            decode_bytes(b"not an image", Path::new("x.png"), DecodeLimits::default()).unwrap_err();
-        assert!(err.to_string().contains("x.png"), "{err}");
     }
 }
