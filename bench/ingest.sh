@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
-# Ingest throughput on (a) MNIST as 70,000 PNGs and (b) 500 large JPEGs
-# (1920x1080, generated): each stage alone and the whole pipeline in one
-# process (bench/ingest_stages.rs), then the CLI's whole ingest with its
-# peak RSS (GNU time). Data goes to target/bench-data/.
+# Ingest throughput on real-photo-sized JPEGs: 500 at 1920x1080 and 200 at
+# 4032x3024, made from ../shared/data/imagenette (bench/make_photos.py).
+# For each set, in one run:
+#   - the JPEG decoders side by side, one thread (bench/jpeg_decoders.rs);
+#   - each ingest stage alone, then the whole pipeline, in one process
+#     (bench/ingest_stages.rs);
+#   - the CLI's whole `imgsearch ingest` under GNU time (peak RSS), on all
+#     cores and on one (RAYON_NUM_THREADS=1), for rates per core;
+#   - the baseline: Pillow (libjpeg-turbo) `draft` + `load`, in 2 processes
+#     and in 1 (bench/pillow_draft.py).
+# With BENCH_MNIST=1 it also runs MNIST as 70,000 PNGs.
+# Data goes to target/bench-data/, the Python venv to target/venv-bench/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${IMGSEARCH_DATA:-$root/../shared/data}
 work=$root/target/bench-data
 bin=$root/target/release/imgsearch
+venv=$root/target/venv-bench
+model=${BENCH_MODEL:-photos}
 cd "$root"
-cargo build --release --benches --examples
-if [ ! -d "$work/mnist70k" ]; then
-  "$bin" dataset export mnist "$data/mnist" --out "$work/mnist70k/train" --split train
-  "$bin" dataset export mnist "$data/mnist" --out "$work/mnist70k/test" --split test
+cargo build --release --benches
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q pillow numpy
 fi
-cargo run --release --example make_photos -- "$work/photos500" 500
+py=$venv/bin/python
+"$py" bench/make_photos.py "$data" "$work/photos-1080p" 500 1920 1080
+"$py" bench/make_photos.py "$data" "$work/photos-12mp" 200 4032 3024
+side=$("$bin" models --json | "$py" -c "import json,sys; print(next(m['info']['input_size'] for m in json.load(sys.stdin) if m['name']=='$model'))")
 
-run_set() { # dir model
-  echo "== $1 ($2)"
-  BENCH_INGEST_DIR="$1" BENCH_MODEL="$2" cargo bench --bench ingest_stages
+cli_ingest() { # dir label [env...]
+  local dir=$1 label=$2; shift 2
   rm -rf "$work/cli-index"
-  /usr/bin/time -f "CLI whole ingest: %e s wall, peak RSS %M KB" \
-    "$bin" ingest "$1" --index "$work/cli-index" --model "$2"
-  /usr/bin/time -f "CLI second ingest (unchanged): %e s wall, peak RSS %M KB" \
-    "$bin" ingest "$1" --index "$work/cli-index" --model "$2"
+  env "$@" /usr/bin/time -f "$label: %e s wall, peak RSS %M KB" \
+    "$bin" ingest "$dir" --index "$work/cli-index" --model "$model" --json \
+    > "$work/cli-report.json"
+  "$py" -c "import json; r=json.load(open('$work/cli-report.json')); s=r['stages']; print(f\"  {r['encoded']} encoded, {r['failed']} failed, {r['images_per_second']:.0f} images/s; busy: \" + ', '.join(f'{k} {v:.2f}' for k,v in s.items()))"
 }
-run_set "$work/mnist70k" digits
-run_set "$work/photos500" photos
+
+run_set() { # dir
+  echo "== $1 (model $model, input $side px)"
+  BENCH_PHOTOS_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench jpeg_decoders
+  BENCH_INGEST_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench ingest_stages
+  sync; cli_ingest "$1" "CLI whole ingest, all cores"
+  cli_ingest "$1" "CLI whole ingest, 1 thread" RAYON_NUM_THREADS=1
+  echo "Pillow draft + load, 2 processes: $("$py" bench/pillow_draft.py "$1" 2 "$side")"
+  echo "Pillow draft + load, 1 process:   $("$py" bench/pillow_draft.py "$1" 1 "$side")"
+}
+run_set "$work/photos-1080p"
+run_set "$work/photos-12mp"
+
+if [ "${BENCH_MNIST:-0}" = 1 ]; then
+  if [ ! -d "$work/mnist70k" ]; then
+    "$bin" dataset export mnist "$data/mnist" --out "$work/mnist70k/train" --split train
+    "$bin" dataset export mnist "$data/mnist" --out "$work/mnist70k/test" --split test
+  fi
+  echo "== $work/mnist70k (digits)"
+  BENCH_INGEST_DIR="$work/mnist70k" BENCH_MODEL=digits cargo bench -q --bench ingest_stages
+  model=digits cli_ingest "$work/mnist70k" "CLI whole ingest, all cores"
+fi

@@ -1,7 +1,8 @@
 //! Ingest throughput, each stage alone and then the whole pipeline, in one
 //! process on the same files:
 //!
-//! 1. decode + resize only (rayon over all cores): the floor for photos;
+//! 1. read + hash, then decode + resize of the bytes in memory (rayon over
+//!    all cores): the floor for photos;
 //! 2. encode (candle, batches of 256) with reconstruction error;
 //! 3. store: sled transactions of 256 records;
 //! 4. HNSW insert (parallel), with recall@10 against exact search;
@@ -53,16 +54,30 @@ fn main() -> anyhow::Result<()> {
 
     let shape = model.input_shape();
     let t = Instant::now();
-    let pixels: Vec<Pixels> = files
+    let contents: Vec<_> = files
         .par_iter()
-        .filter_map(|p| imgsearch::prepare::file(p, shape, DecodeLimits::default()).ok())
-        .map(|(_, image)| image.pixels)
+        .filter_map(|p| imgsearch::prepare::read(p).ok())
+        .collect();
+    rows.push((
+        "read + hash".into(),
+        t.elapsed().as_secs_f64(),
+        contents.len() as f64,
+    ));
+    let t = Instant::now();
+    let pixels: Vec<Pixels> = contents
+        .par_iter()
+        .zip(&files)
+        .filter_map(|(c, p)| {
+            imgsearch::prepare::decode(&c.bytes, p, shape, DecodeLimits::default()).ok()
+        })
+        .map(|image| image.pixels)
         .collect();
     rows.push((
         "decode + resize".into(),
         t.elapsed().as_secs_f64(),
         pixels.len() as f64,
     ));
+    drop(contents);
 
     let t = Instant::now();
     let scored = model.embed_and_score(&pixels)?;
@@ -171,11 +186,16 @@ fn main() -> anyhow::Result<()> {
 
     println!("\n| stage | seconds | images | images/s |");
     println!("|---|---:|---:|---:|");
-    let slowest = rows[..4].iter().map(|r| r.1).fold(0.0, f64::max);
+    let slowest = rows[..5].iter().map(|r| r.1).fold(0.0, f64::max);
     for (name, s, count) in &rows {
         println!("| {name} | {s:.2} | {count:.0} | {:.0} |", count / s);
     }
     println!("\nwhole ingest / slowest stage = {:.2}", whole / slowest);
+    let busy = &report.stages;
+    println!(
+        "whole ingest, busy seconds by stage (summed over threads): walk {:.2}, read {:.2}, decode {:.2}, encode {:.2}, store {:.2}, index {:.2}",
+        busy.walk, busy.read, busy.decode, busy.encode, busy.store, busy.index
+    );
     println!("HNSW recall@10 at ef=64: {recall:.4}");
     println!(
         "peak RSS of this process (all stages): {:.0} MB",

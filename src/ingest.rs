@@ -1,9 +1,12 @@
 //! Ingestion: walk → read, hash, decode, resize (rayon workers) → encode
 //! (candle, in batches) → store (one sled transaction per batch) → HNSW.
 //!
-//! Two stages overlap: a producer thread walks the tree and prepares batches
-//! of files in parallel, the calling thread encodes, writes and indexes them.
-//! A bounded channel between them keeps memory flat whatever the tree size.
+//! Four threads, joined by bounded channels of batches, overlap the stages:
+//! the walk; preparation (each file read, hashed and decoded by one rayon
+//! task, so a worker holds one file's bytes at a time: a queue of read but
+//! undecoded 12-megapixel photos would cost gigabytes); encoding; and, on
+//! the calling thread, storing and indexing. Memory stays flat whatever the
+//! tree size, and [`StageSeconds`] says where the time went.
 //!
 //! Incremental: a file whose path, size and mtime are in the store is
 //! skipped; one whose content hash is already stored reuses that record's
@@ -13,10 +16,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -119,6 +122,8 @@ pub struct IngestReport {
     pub encoded: u64,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// Where the time went, stage by stage.
+    pub stages: StageSeconds,
     /// Whether the graph was rebuilt to drop tombstones.
     pub compacted: bool,
     /// Stopped early (see [`IngestOptions::cancel`]); vanished files were
@@ -127,6 +132,67 @@ pub struct IngestReport {
     /// With a labels file: its labelled rows that named no image found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels_unmatched: Option<u64>,
+}
+
+/// Seconds each stage was busy. The parallel stages (read, decode, and the
+/// encoder's and graph's own threads) count the time of every worker, so on
+/// `n` cores a stage can be busy up to `n` seconds per second of the run;
+/// what the whole took is [`IngestReport::seconds`].
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct StageSeconds {
+    /// Listing folders and filtering names.
+    pub walk: f64,
+    /// Stat, store lookups, reading and hashing files (summed over workers).
+    pub read: f64,
+    /// Decoding and resizing new content (summed over workers).
+    pub decode: f64,
+    /// The model: embeddings and reconstruction errors.
+    pub encode: f64,
+    /// sled transactions.
+    pub store: f64,
+    /// The flat file and the HNSW graph.
+    pub index: f64,
+}
+
+/// Busy time of the stages, added to from any thread.
+#[derive(Default)]
+struct StageClock {
+    walk: AtomicU64,
+    read: AtomicU64,
+    decode: AtomicU64,
+    encode: AtomicU64,
+    store: AtomicU64,
+    index: AtomicU64,
+}
+
+impl StageClock {
+    /// Runs `work`, adding its duration to `stage`.
+    fn time<R>(stage: &AtomicU64, work: impl FnOnce() -> R) -> R {
+        let started = Instant::now();
+        let out = work();
+        stage.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    fn seconds(&self) -> StageSeconds {
+        let s = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed)).as_secs_f64();
+        StageSeconds {
+            walk: s(&self.walk),
+            read: s(&self.read),
+            decode: s(&self.decode),
+            encode: s(&self.encode),
+            store: s(&self.store),
+            index: s(&self.index),
+        }
+    }
+}
+
+/// A prepared batch on its way to the store, with the embeddings and
+/// reconstruction errors of its new images (in the order they appear).
+struct EncodedBatch {
+    items: Vec<Prepared>,
+    walk_errors: Vec<WalkError>,
+    scored: Vec<(Vec<f32>, f32)>,
 }
 
 /// What the producer found for one file.
@@ -197,53 +263,105 @@ pub fn ingest(
             .is_some_and(|c| c.load(Ordering::Relaxed))
     };
     progress.stage("files", None);
+    let clock = StageClock::default();
     std::thread::scope(|scope| -> Result<(), IngestError> {
-        let (tx, rx) = sync_channel::<(Vec<Prepared>, Vec<WalkError>)>(2);
-        let (root, walker) = (&root, &walker);
-        let shape = model.input_shape();
+        let (paths_tx, paths_rx) = sync_channel::<(Vec<PathBuf>, Vec<WalkError>)>(2);
+        let (prepared_tx, prepared_rx) = sync_channel::<(Vec<Prepared>, Vec<WalkError>)>(2);
+        let (encoded_tx, encoded_rx) = sync_channel::<Result<EncodedBatch, IngestError>>(2);
+        let (root, walker, clock) = (&root, &walker, &clock);
+
+        // Walk: batches of paths. Each stage stops when the next one hangs
+        // up (an error or a cancel downstream drops its receiver).
         scope.spawn(move || {
-            let mut paths = Vec::with_capacity(BATCH);
-            let mut walk_errors = Vec::new();
-            let send = |paths: &mut Vec<PathBuf>, errors: &mut Vec<WalkError>| {
-                let prepared: Vec<Prepared> = opts.in_pool(|| {
-                    paths
-                        .par_iter()
-                        .map(|p| prepare_file(p, root, &opts.labels, store, shape, opts.limits))
-                        .collect()
+            let mut files = walker.files(root, progress);
+            loop {
+                let (mut paths, mut errors) = (Vec::with_capacity(BATCH), Vec::new());
+                let more = StageClock::time(&clock.walk, || {
+                    for entry in files.by_ref() {
+                        match entry {
+                            Ok(p) => paths.push(p),
+                            Err(e) => errors.push(e),
+                        }
+                        if paths.len() == BATCH {
+                            return true;
+                        }
+                    }
+                    false
                 });
-                paths.clear();
-                tx.send((prepared, std::mem::take(errors))).is_ok()
-            };
-            for entry in walker.files(root, progress) {
-                match entry {
-                    Ok(p) => paths.push(p),
-                    Err(e) => walk_errors.push(e),
-                }
-                if paths.len() == BATCH && !send(&mut paths, &mut walk_errors) {
+                if paths_tx.send((paths, errors)).is_err() || !more {
                     return;
                 }
             }
-            send(&mut paths, &mut walk_errors);
         });
 
-        for (batch, walk_errors) in rx {
+        // Prepare: read, hash and (for new content) decode, in parallel.
+        let shape = model.input_shape();
+        scope.spawn(move || {
+            for (paths, errors) in paths_rx {
+                let prepared: Vec<Prepared> = opts.in_pool(|| {
+                    paths
+                        .par_iter()
+                        .map(|p| prepare_file(p, root, opts, store, shape, clock))
+                        .collect()
+                });
+                if prepared_tx.send((prepared, errors)).is_err() {
+                    return;
+                }
+            }
+        });
+
+        // Encode the new images of each batch.
+        scope.spawn(move || {
+            for (mut items, walk_errors) in prepared_rx {
+                // The pixels move to the encoder; the records stay.
+                let pixels: Vec<Pixels> = items
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        Prepared::New { pixels, .. } => Some(std::mem::take(pixels)),
+                        _ => None,
+                    })
+                    .collect();
+                let scored = match pixels.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => StageClock::time(&clock.encode, || {
+                        opts.in_pool(|| model.embed_and_score(&pixels))
+                    }),
+                };
+                let batch = scored
+                    .map_err(IngestError::from)
+                    .map(|scored| EncodedBatch {
+                        items,
+                        walk_errors,
+                        scored,
+                    });
+                if encoded_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+
+        // Store and index, here, in order.
+        for batch in encoded_rx {
             if cancelled() {
-                // Dropping the receiver stops the producer at its next send.
+                // Dropping the receiver stops the stages above at their
+                // next send.
                 report.cancelled = true;
                 break;
             }
-            for e in walk_errors {
+            let batch = batch?;
+            for e in &batch.walk_errors {
                 unreadable_dirs.push(path_to_bytes(&e.path));
                 report.failed += 1;
-                report.failures.push(Failure::new(&e.path, e.error));
+                report.failures.push(Failure::new(&e.path, &e.error));
             }
-            let files = batch.len() as u64;
+            let files = batch.items.len() as u64;
             report.scanned += files;
-            commit_batch(batch, index, opts, &mut seen, &mut report)?;
+            commit_batch(batch, index, opts, clock, &mut seen, &mut report)?;
             progress.advance(files);
         }
         Ok(())
     })?;
+    report.stages = clock.seconds();
     report.skipped = walker.skipped();
 
     if report.cancelled {
@@ -295,16 +413,61 @@ fn finish(mut report: IngestReport, opts: &IngestOptions, started: Instant) -> I
 fn prepare_file(
     path: &Path,
     root: &Path,
-    labels: &LabelSource,
+    opts: &IngestOptions,
     store: &Store,
     shape: InputShape,
-    limits: DecodeLimits,
+    clock: &StageClock,
 ) -> Prepared {
-    let fail = |reason: String| Prepared::Failed(Failure::new(path, reason));
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return fail(format!("cannot read: {e}")),
+    let started = Instant::now();
+    let read_so_far = || started.elapsed().as_nanos() as u64;
+    let prepared = match read_and_look_up(path, root, &opts.labels, store) {
+        Err(failure) => Prepared::Failed(failure),
+        Ok(Looked::Done(prepared)) => prepared,
+        Ok(Looked::Decode {
+            bytes,
+            mut record,
+            replaces,
+        }) => {
+            clock.read.fetch_add(read_so_far(), Ordering::Relaxed);
+            return StageClock::time(&clock.decode, || {
+                match prepare::decode(&bytes, path, shape, opts.limits) {
+                    Ok(image) => {
+                        record.width = image.width;
+                        record.height = image.height;
+                        Prepared::New {
+                            record,
+                            pixels: image.pixels,
+                            replaces,
+                        }
+                    }
+                    Err(e) => Prepared::Failed(Failure::new(path, e.reason())),
+                }
+            });
+        }
     };
+    clock.read.fetch_add(read_so_far(), Ordering::Relaxed);
+    prepared
+}
+
+/// How far [`read_and_look_up`] got: an answer, or new content to decode.
+enum Looked {
+    Done(Prepared),
+    Decode {
+        bytes: Vec<u8>,
+        record: Record,
+        replaces: Option<u64>,
+    },
+}
+
+/// Stat, look up and (when size or mtime changed) read and hash one file.
+fn read_and_look_up(
+    path: &Path,
+    root: &Path,
+    labels: &LabelSource,
+    store: &Store,
+) -> Result<Looked, Failure> {
+    let fail = |reason: String| Failure::new(path, reason);
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     let size = meta.len();
     let mtime_ns = meta
         .modified()
@@ -312,26 +475,23 @@ fn prepare_file(
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as u64);
     let path_bytes = path_to_bytes(path);
-    let existing = match store.id_for_path(&path_bytes) {
-        Ok(id) => id.and_then(|id| store.record(id).ok().flatten().map(|r| (id, r))),
-        Err(e) => return fail(e.to_string()),
-    };
+    let existing = store
+        .id_for_path(&path_bytes)
+        .map_err(|e| fail(e.to_string()))?
+        .and_then(|id| store.record(id).ok().flatten().map(|r| (id, r)));
     let label = labels.label_for(root, path);
     if let Some((id, rec)) = &existing {
         if rec.size == size && rec.mtime_ns == mtime_ns {
             if rec.label == label {
-                return Prepared::Unchanged { id: *id };
+                return Ok(Looked::Done(Prepared::Unchanged { id: *id }));
             }
             // Relabelled only: no need to read the file.
             let mut record = rec.clone();
             record.label = label;
-            return Prepared::Touched { id: *id, record };
+            return Ok(Looked::Done(Prepared::Touched { id: *id, record }));
         }
     }
-    let content = match prepare::read(path) {
-        Ok(c) => c,
-        Err(e) => return fail(e.reason()),
-    };
+    let content = prepare::read(path).map_err(|e| fail(e.reason()))?;
     let mut record = Record {
         path: path_bytes,
         size,
@@ -349,49 +509,43 @@ fn prepare_file(
     if let Some((id, old)) = &existing {
         if old.hash == content.hash {
             record.copy_image_facts(old);
-            return Prepared::Touched { id: *id, record };
+            return Ok(Looked::Done(Prepared::Touched { id: *id, record }));
         }
     }
-    match store.ids_with_hash(&content.hash) {
-        Ok(ids) if !ids.is_empty() => {
-            return Prepared::Known {
-                record,
-                same_as: ids,
-                replaces,
-            }
-        }
-        Ok(_) => {}
-        Err(e) => return fail(e.to_string()),
+    let same_as = store
+        .ids_with_hash(&content.hash)
+        .map_err(|e| fail(e.to_string()))?;
+    if !same_as.is_empty() {
+        return Ok(Looked::Done(Prepared::Known {
+            record,
+            same_as,
+            replaces,
+        }));
     }
-    match prepare::decode(&content.bytes, path, shape, limits) {
-        Ok(image) => {
-            record.width = image.width;
-            record.height = image.height;
-            Prepared::New {
-                record,
-                pixels: image.pixels,
-                replaces,
-            }
-        }
-        Err(e) => fail(e.reason()),
-    }
+    Ok(Looked::Decode {
+        bytes: content.bytes,
+        record,
+        replaces,
+    })
 }
 
 /// Encodes the new images of a batch, commits it in one transaction, then
 /// inserts the new points into the graph.
 fn commit_batch(
-    batch: Vec<Prepared>,
+    batch: EncodedBatch,
     index: &Index,
     opts: &IngestOptions,
+    clock: &StageClock,
     seen: &mut HashSet<u64>,
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
-    let (store, model) = (&index.store, &index.model);
-    let mut changes = Vec::with_capacity(batch.len());
-    let mut to_encode: Vec<(usize, Pixels)> = Vec::new();
+    let store = &index.store;
+    let EncodedBatch { items, scored, .. } = batch;
+    let mut scored = scored.into_iter();
+    let mut changes = Vec::with_capacity(items.len());
     // Ids whose record this batch replaces: tombstones once it commits.
     let mut replaced: Vec<u64> = Vec::new();
-    for item in batch {
+    for item in items {
         match item {
             Prepared::Unchanged { id } => {
                 seen.insert(id);
@@ -453,9 +607,9 @@ fn commit_batch(
                 }
             }
             Prepared::New {
-                record,
-                pixels,
+                mut record,
                 replaces,
+                ..
             } => {
                 if let Some(old_id) = replaces {
                     report.updated += 1;
@@ -463,29 +617,17 @@ fn commit_batch(
                 } else {
                     report.added += 1;
                 }
-                to_encode.push((changes.len(), pixels));
-                changes.push(Change::Add {
-                    record,
-                    vector: Vec::new(),
-                });
-            }
-        }
-    }
-    if !to_encode.is_empty() {
-        let (slots, pixels): (Vec<usize>, Vec<Pixels>) = to_encode.into_iter().unzip();
-        let scored = opts.in_pool(|| model.embed_and_score(&pixels))?;
-        for (at, (latent, error)) in slots.iter().zip(scored) {
-            if let Change::Add { record, vector } = &mut changes[*at] {
-                *vector = latent;
+                let (vector, error) = scored.next().expect("one embedding per new image");
                 record.recon_error = error;
+                report.encoded += 1;
+                changes.push(Change::Add { record, vector });
             }
         }
-        report.encoded += slots.len() as u64;
     }
     if changes.is_empty() {
         return Ok(());
     }
-    let new_ids = store.apply(&changes)?;
+    let new_ids = StageClock::time(&clock.store, || store.apply(&changes))?;
     let vectors = changes.into_iter().filter_map(|c| match c {
         Change::Add { vector, .. } => Some(vector),
         _ => None,
@@ -498,15 +640,17 @@ fn commit_batch(
     // (the slow part) under a shared lock, so searches go on meanwhile.
     // New points go into the graph as they commit, so it is loaded before
     // the first of them (an ingest that adds nothing never opens it).
-    if !points.is_empty() {
-        index.load_graph()?;
-    }
-    index.ann_mut().append_flat(&points)?;
-    opts.in_pool(|| index.ann().insert_graph(&points));
-    if !replaced.is_empty() {
-        index.ann_mut().add_tombstones(&replaced);
-    }
-    Ok(())
+    StageClock::time(&clock.index, || -> Result<(), IngestError> {
+        if !points.is_empty() {
+            index.load_graph()?;
+        }
+        index.ann_mut().append_flat(&points)?;
+        opts.in_pool(|| index.ann().insert_graph(&points));
+        if !replaced.is_empty() {
+            index.ann_mut().add_tombstones(&replaced);
+        }
+        Ok(())
+    })
 }
 
 /// Rebuilds the index in `dir` with another model: every root it holds is

@@ -37,7 +37,7 @@ impl Prep {
 }
 
 /// A model-ready image: `channels` planes of `size × size` bytes, CHW order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pixels {
     pub size: usize,
     pub channels: usize,

@@ -113,6 +113,14 @@ impl Table for IngestReport {
             self.seconds,
             self.images_per_second
         )?;
+        let s = &self.stages;
+        if self.encoded > 0 {
+            writeln!(
+                out,
+                "busy (seconds, summed over threads): walk {:.2}, read {:.2}, decode {:.2}, encode {:.2}, store {:.2}, index {:.2}",
+                s.walk, s.read, s.decode, s.encode, s.store, s.index
+            )?;
+        }
         let skipped = self.skipped;
         if skipped.total() > 0 {
             writeln!(
