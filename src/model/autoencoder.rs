@@ -5,6 +5,9 @@
 //! Decoder: the mirror, a linear layer back to the grid, then stride-2 4×4
 //! transposed convolutions (k4/s2/p1 doubles the size exactly, so no
 //! `output_padding` is needed) ending in logits; `sigmoid` gives pixels.
+//! Each transposed convolution runs as one ordinary convolution ([`Deconv`]),
+//! which candle does with a matrix multiply; its own transposed kernel on
+//! the CPU is a plain loop, 4× slower than the whole encoder.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder};
@@ -137,7 +140,7 @@ impl Module for Encoder {
 pub struct Decoder {
     from_latent: Linear,
     /// ReLU between these, none after the last (logits).
-    deconvs: Vec<ConvTranspose2d>,
+    deconvs: Vec<Deconv>,
     grid_shape: (usize, usize, usize),
 }
 
@@ -157,13 +160,13 @@ impl Decoder {
         let mut deconvs = Vec::with_capacity(outs.len());
         let mut in_c = top;
         for (i, &out_c) in outs.iter().enumerate() {
-            deconvs.push(candle_nn::conv_transpose2d(
+            deconvs.push(Deconv::new(candle_nn::conv_transpose2d(
                 in_c,
                 out_c,
                 4,
                 deconv,
                 vb.pp(format!("deconv{i}")),
-            )?);
+            )?));
             in_c = out_c;
         }
         Ok(Self {
@@ -187,6 +190,79 @@ impl Module for Decoder {
             .iter()
             .try_fold(grid, |x, deconv| x.apply(deconv)?.relu())?
             .apply(last)
+    }
+}
+
+/// A 4×4, stride-2, padding-1 transposed convolution computed as one 2×2
+/// convolution (the "sub-pixel" form), same weights, same result.
+///
+/// Output row `2m + r` of the transposed convolution only ever meets kernel
+/// rows 1 and 3 (for `r = 0`, from input rows `m` and `m − 1`) or 0 and 2
+/// (for `r = 1`, from rows `m + 1` and `m`), and likewise for columns. So
+/// each of the four output phases is a 2×2 correlation of the input padded
+/// by one, with a kernel gathered from the 4×4 one. The four kernels are
+/// stacked into one convolution with 4× the output channels; its outputs are
+/// cut to each phase's window and interleaved. Everything is a tensor op,
+/// so training differentiates through it as through the original.
+pub struct Deconv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Deconv {
+    /// Kernel rows (or columns) that feed output phase 0 and phase 1, in the
+    /// order the 2×2 correlation meets them.
+    const TAPS: [[u32; 2]; 2] = [[3, 1], [2, 0]];
+
+    fn new(layer: ConvTranspose2d) -> Self {
+        Self {
+            weight: layer.weight().clone(),
+            bias: layer.bias().cloned(),
+        }
+    }
+
+    /// The four phase kernels as one `(4·out, in, 2, 2)` convolution
+    /// weight, phases in the order (0,0), (0,1), (1,0), (1,1).
+    fn phase_kernels(&self) -> Result<Tensor> {
+        let device = self.weight.device();
+        let mut kernels = Vec::with_capacity(4);
+        for rows in Self::TAPS {
+            for cols in Self::TAPS {
+                let rows = Tensor::new(&rows, device)?;
+                let cols = Tensor::new(&cols, device)?;
+                // (in, out, 4, 4) → (in, out, 2, 2) → (out, in, 2, 2)
+                let k = self.weight.index_select(&rows, 2)?.index_select(&cols, 3)?;
+                kernels.push(k.transpose(0, 1)?);
+            }
+        }
+        Tensor::cat(&kernels, 0)?.contiguous()
+    }
+}
+
+impl Module for Deconv {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (batch, _, h, w) = xs.dims4()?;
+        let out_c = self.weight.dim(1)?;
+        let all = xs.conv2d(&self.phase_kernels()?, 1, 1, 1, 1)?;
+        let phase = |p: usize, r: usize, c: usize| {
+            all.narrow(1, p * out_c, out_c)?
+                .narrow(2, r, h)?
+                .narrow(3, c, w)
+        };
+        // Interleave columns within each row phase, then the rows.
+        let row = |r: usize| -> Result<Tensor> {
+            Tensor::stack(&[phase(2 * r, r, 0)?, phase(2 * r + 1, r, 1)?], 4)?.reshape((
+                batch,
+                out_c,
+                h,
+                2 * w,
+            ))
+        };
+        let out = Tensor::stack(&[row(0)?, row(1)?], 3)?.reshape((batch, out_c, 2 * h, 2 * w))?;
+        match &self.bias {
+            Some(bias) => out.broadcast_add(&bias.reshape((1, out_c, 1, 1))?),
+            None => Ok(out),
+        }
     }
 }
 
@@ -233,6 +309,40 @@ impl Autoencoder {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    #[test]
+    fn deconv_matches_the_transposed_convolution() {
+        let dev = Device::Cpu;
+        for (in_c, out_c, side, bias) in [(3, 5, 4, true), (8, 3, 7, true), (2, 2, 1, false)] {
+            let vm = candle_nn::VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let cfg = ConvTranspose2dConfig {
+                padding: 1,
+                stride: 2,
+                ..Default::default()
+            };
+            let layer = if bias {
+                candle_nn::conv_transpose2d(in_c, out_c, 4, cfg, vb).unwrap()
+            } else {
+                candle_nn::conv_transpose2d_no_bias(in_c, out_c, 4, cfg, vb).unwrap()
+            };
+            let xs = Tensor::randn(0f32, 1.0, (2, in_c, side, side), &dev).unwrap();
+            let want = xs.apply(&layer).unwrap();
+            let got = xs.apply(&Deconv::new(layer)).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "max difference {diff}");
+        }
+    }
 
     #[test]
     fn shapes_round_trip() {
