@@ -9,7 +9,9 @@
 #     cores and on one (RAYON_NUM_THREADS=1), for rates per core;
 #   - the baseline: Pillow (libjpeg-turbo) `draft` + `load`, in 2 processes
 #     and in 1 (bench/pillow_draft.py).
-# With BENCH_MNIST=1 it also runs MNIST as 70,000 PNGs.
+# With BENCH_BASELINE_BIN=/path/to/an/older/imgsearch it also runs that
+# binary's whole ingest on the same files (the "before" column), and with
+# BENCH_MNIST=1 MNIST as 70,000 PNGs.
 # Data goes to target/bench-data/, the Python venv to target/venv-bench/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,21 +31,24 @@ py=$venv/bin/python
 "$py" bench/make_photos.py "$data" "$work/photos-12mp" 200 4032 3024
 side=$("$bin" models --json | "$py" -c "import json,sys; print(next(m['info']['input_size'] for m in json.load(sys.stdin) if m['name']=='$model'))")
 
-cli_ingest() { # dir label [env...]
-  local dir=$1 label=$2; shift 2
+cli_ingest() { # binary dir label [env...]
+  local exe=$1 dir=$2 label=$3; shift 3
   rm -rf "$work/cli-index"
   env "$@" /usr/bin/time -f "$label: %e s wall, peak RSS %M KB" \
-    "$bin" ingest "$dir" --index "$work/cli-index" --model "$model" --json \
+    "$exe" ingest "$dir" --index "$work/cli-index" --model "$model" --json \
     > "$work/cli-report.json"
-  "$py" -c "import json; r=json.load(open('$work/cli-report.json')); s=r['stages']; print(f\"  {r['encoded']} encoded, {r['failed']} failed, {r['images_per_second']:.0f} images/s; busy: \" + ', '.join(f'{k} {v:.2f}' for k,v in s.items()))"
+  "$py" -c "import json; r=json.load(open('$work/cli-report.json')); s=r.get('stages', {}); print(f\"  {r['encoded']} encoded, {r['failed']} failed, {r['images_per_second']:.0f} images/s; busy: \" + ', '.join(f'{k} {v:.2f}' for k,v in s.items()))"
 }
 
 run_set() { # dir
   echo "== $1 (model $model, input $side px)"
   BENCH_PHOTOS_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench jpeg_decoders
   BENCH_INGEST_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench ingest_stages
-  sync; cli_ingest "$1" "CLI whole ingest, all cores"
-  cli_ingest "$1" "CLI whole ingest, 1 thread" RAYON_NUM_THREADS=1
+  sync; cli_ingest "$bin" "$1" "CLI whole ingest, all cores"
+  cli_ingest "$bin" "$1" "CLI whole ingest, 1 thread" RAYON_NUM_THREADS=1
+  if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+    cli_ingest "$BENCH_BASELINE_BIN" "$1" "baseline binary, whole ingest, all cores"
+  fi
   echo "Pillow draft + load, 2 processes: $("$py" bench/pillow_draft.py "$1" 2 "$side")"
   echo "Pillow draft + load, 1 process:   $("$py" bench/pillow_draft.py "$1" 1 "$side")"
 }
@@ -57,5 +62,5 @@ if [ "${BENCH_MNIST:-0}" = 1 ]; then
   fi
   echo "== $work/mnist70k (digits)"
   BENCH_INGEST_DIR="$work/mnist70k" BENCH_MODEL=digits cargo bench -q --bench ingest_stages
-  model=digits cli_ingest "$work/mnist70k" "CLI whole ingest, all cores"
+  model=digits cli_ingest "$bin" "$work/mnist70k" "CLI whole ingest, all cores"
 fi

@@ -43,6 +43,7 @@ pub fn decode(data: &[u8]) {
     // quickly instead of the fuzzer spending its time decoding it.
     let limits = DecodeLimits {
         max_megapixels: 4.0,
+        // Both the strict path and the one that keeps partial images.
         allow_truncated: data.len() % 2 == 0,
     };
     let _ = prepare::decode(data, Path::new("fuzzed"), shape, limits);
