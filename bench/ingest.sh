@@ -45,7 +45,7 @@ run_set() { # dir
   BENCH_PHOTOS_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench jpeg_decoders
   BENCH_INGEST_DIR="$1" BENCH_MODEL="$model" cargo bench -q --bench ingest_stages
   sync; cli_ingest "$bin" "$1" "CLI whole ingest, all cores"
-  cli_ingest "$bin" "$1" "CLI whole ingest, 1 thread" RAYON_NUM_THREADS=1
+  cli_ingest "$bin" "$1" "CLI whole ingest, one core" RAYON_NUM_THREADS=1 taskset -c 0
   if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
     cli_ingest "$BENCH_BASELINE_BIN" "$1" "baseline binary, whole ingest, all cores"
   fi
