@@ -34,6 +34,7 @@ pub mod report;
 pub mod restore;
 pub mod search;
 pub mod serve;
+pub mod shards;
 pub mod sheet;
 pub mod store;
 pub mod walk;
