@@ -661,7 +661,16 @@ mod tests {
             .insert("schema_version", &1u64.to_be_bytes())
             .unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        // sled releases its lock from a background thread after the drop.
+        let store = (0..100)
+            .find_map(|_| {
+                let opened = Store::open(dir.path()).ok();
+                if opened.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened
+            })
+            .expect("the store reopens");
         assert_eq!(store.schema_version().unwrap(), 2);
         assert_eq!(counts(&store), [("y".to_string(), 1)]);
         assert_eq!(store.label_of(1).unwrap(), Some("y".into()));
