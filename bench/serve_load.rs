@@ -21,7 +21,7 @@
 //! idle phases run a third of it).
 
 mod common;
-#[path = "../tests/common/http.rs"]
+#[path = "../tests/e2e/common/http.rs"]
 mod http;
 
 use std::net::SocketAddr;

@@ -9,6 +9,11 @@
 //!   (NumPy format 1.0), plus `FILE.rows.csv` beside it naming each row
 //!   (`row,id,path,label,recon_error`).
 //!
+//! - `parquet`: the schema of embedding shards ([`crate::shards`]): path,
+//!   blake3, size, mtime, width, height, label, embedding, recon_error, and
+//!   the model in the file's metadata, so `import` reads it back into an
+//!   index and other tools read it as it is.
+//!
 //! Files are written to a temporary name and renamed when complete, so an
 //! interrupted export never leaves a half file under the final name.
 
@@ -20,6 +25,7 @@ use serde::Serialize;
 
 use crate::filter::Filter;
 use crate::index::Index;
+use crate::shards::{Shard, ShardError, ShardMeta, ShardRow};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,8 @@ pub enum ExportError {
         #[source]
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Parquet(#[from] ShardError),
     #[error("record {id} has no stored latent (the store is inconsistent; run `imgsearch ingest` again on its folder)")]
     MissingVector { id: u64 },
 }
@@ -43,6 +51,7 @@ pub enum Format {
     #[default]
     Jsonl,
     Npy,
+    Parquet,
 }
 
 /// One exported image.
@@ -54,6 +63,19 @@ pub struct Row {
     pub label: Option<String>,
     pub recon_error: f32,
     pub latent: Vec<f32>,
+    /// What only the Parquet format carries.
+    #[serde(skip)]
+    pub file: FileFacts,
+}
+
+/// The file an image was read from, as its record holds it.
+#[derive(Debug, Clone, Default)]
+pub struct FileFacts {
+    pub blake3: [u8; 32],
+    pub size: u64,
+    pub mtime_ns: u64,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// What was written.
@@ -82,18 +104,27 @@ pub fn rows<'a>(
             label: rec.label,
             recon_error: rec.recon_error,
             latent,
+            file: FileFacts {
+                blake3: rec.hash,
+                size: rec.size,
+                mtime_ns: rec.mtime_ns,
+                width: rec.width,
+                height: rec.height,
+            },
         })
     }))
 }
 
 /// Writes the rows as `format` to `out` (`None`: standard output, not for
-/// `npy`).
+/// `npy` or `parquet`). `index` names the model (and roots) in a Parquet
+/// file's metadata.
 pub fn export(
     rows: impl Iterator<Item = Result<Row, ExportError>>,
-    dim: usize,
+    index: &Index,
     format: Format,
     out: Option<&Path>,
 ) -> Result<ExportReport, ExportError> {
+    let dim = index.model.embedding_dim();
     let Some(out) = out else {
         let stdout = std::io::stdout();
         let mut w = BufWriter::new(stdout.lock());
@@ -134,6 +165,23 @@ pub fn export(
             })?;
             files.push(side.display().to_string());
             n
+        }
+        Format::Parquet => {
+            let meta = ShardMeta::of(&index.model, Shard::ALL, &index.store.roots()?);
+            let rows = rows.map(|row| {
+                row.map(|row| ShardRow {
+                    path: row.path,
+                    blake3: row.file.blake3,
+                    size: row.file.size,
+                    mtime_ns: row.file.mtime_ns as i64,
+                    width: row.file.width,
+                    height: row.file.height,
+                    label: row.label,
+                    embedding: row.latent,
+                    recon_error: row.recon_error,
+                })
+            });
+            crate::shards::write_shard_file(out, &meta, rows)?
         }
     };
     Ok(ExportReport {

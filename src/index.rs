@@ -2,13 +2,14 @@
 //! the model it was built with.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::ann::{Ann, AnnError, AnnStatus};
 use crate::model::{Model, ModelError};
-use crate::store::{ModelStamp, Store, StoreError};
+use crate::store::{Change, ModelStamp, Store, StoreError};
 
 /// Environment variable naming the index folder.
 pub const INDEX_ENV: &str = "IMGSEARCH_INDEX";
@@ -43,6 +44,16 @@ pub struct ModelMismatch {
     pub indexed_fp: String,
     pub asked: String,
     pub asked_fp: String,
+}
+
+/// What [`Index::commit`] stored, and where its time went.
+pub struct Committed {
+    /// The ids of the batch's `Add` changes, in order.
+    pub ids: Vec<u64>,
+    /// The sled transaction.
+    pub store_seconds: f64,
+    /// The flat file and the graph.
+    pub index_seconds: f64,
 }
 
 /// An open index. Everything takes `&self`, so `serve` shares one `Index`
@@ -136,6 +147,52 @@ impl Index {
             self.ann.write().graph(&self.store)?;
         }
         Ok(())
+    }
+
+    /// The one write path of ingest and import: commits `changes` to the
+    /// store in one transaction, then appends the new records' vectors to
+    /// the flat file and graph and tombstones `replaced` (ids whose records
+    /// the batch replaced). Graph inserts run in `pool` (default: the
+    /// global one). A kill at any point leaves the store whole and the
+    /// derived files behind it, caught up on the next open.
+    pub fn commit(
+        &self,
+        changes: Vec<Change>,
+        replaced: &[u64],
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Result<Committed, IndexError> {
+        let started = Instant::now();
+        let ids = self.store.apply(&changes)?;
+        let store = started.elapsed();
+        let vectors = changes.into_iter().filter_map(|c| match c {
+            Change::Add { vector, .. } => Some(vector),
+            _ => None,
+        });
+        let points: Vec<(u64, Vec<f32>)> = ids.iter().copied().zip(vectors).collect();
+        // The flat file under a brief exclusive lock, taken on this thread
+        // (not in the pool, which may run at a lower priority: a
+        // low-priority thread holding or queueing for the lock would stall
+        // every search); the graph (the slow part) under a shared lock, so
+        // searches go on meanwhile. New points go into the graph as they
+        // commit, so it is loaded before the first of them (a batch that
+        // adds nothing never opens it).
+        if !points.is_empty() {
+            self.load_graph()?;
+        }
+        self.ann_mut().append_flat(&points)?;
+        let insert = || self.ann().insert_graph(&points);
+        match pool {
+            Some(pool) => pool.install(insert),
+            None => insert(),
+        }
+        if !replaced.is_empty() {
+            self.ann_mut().add_tombstones(replaced);
+        }
+        Ok(Committed {
+            ids,
+            store_seconds: store.as_secs_f64(),
+            index_seconds: (started.elapsed() - store).as_secs_f64(),
+        })
     }
 
     /// Flushes the store, then the flat file and graph (if it changed).

@@ -627,30 +627,16 @@ fn commit_batch(
     if changes.is_empty() {
         return Ok(());
     }
-    let new_ids = StageClock::time(&clock.store, || store.apply(&changes))?;
-    let vectors = changes.into_iter().filter_map(|c| match c {
-        Change::Add { vector, .. } => Some(vector),
-        _ => None,
-    });
-    let points: Vec<(u64, Vec<f32>)> = new_ids.iter().copied().zip(vectors).collect();
-    seen.extend(new_ids.iter().copied());
-    // The flat file under a brief exclusive lock, taken on this thread (not
-    // in the pool, which may run at a lower priority: a low-priority thread
-    // holding or queueing for the lock would stall every search); the graph
-    // (the slow part) under a shared lock, so searches go on meanwhile.
-    // New points go into the graph as they commit, so it is loaded before
-    // the first of them (an ingest that adds nothing never opens it).
-    StageClock::time(&clock.index, || -> Result<(), IngestError> {
-        if !points.is_empty() {
-            index.load_graph()?;
-        }
-        index.ann_mut().append_flat(&points)?;
-        opts.in_pool(|| index.ann().insert_graph(&points));
-        if !replaced.is_empty() {
-            index.ann_mut().add_tombstones(&replaced);
-        }
-        Ok(())
-    })
+    let committed = index.commit(changes, &replaced, opts.pool.as_deref())?;
+    let nanos = |seconds: f64| (seconds * 1e9) as u64;
+    clock
+        .store
+        .fetch_add(nanos(committed.store_seconds), Ordering::Relaxed);
+    clock
+        .index
+        .fetch_add(nanos(committed.index_seconds), Ordering::Relaxed);
+    seen.extend(committed.ids);
+    Ok(())
 }
 
 /// Rebuilds the index in `dir` with another model: every root it holds is

@@ -23,6 +23,7 @@ pub mod filter;
 pub mod fsutil;
 pub mod guard;
 pub mod imageio;
+pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod knn;

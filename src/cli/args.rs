@@ -180,6 +180,9 @@ value_enum! {
         Jsonl,
         /// A float32 matrix (row names in FILE.rows.csv).
         Npy,
+        /// The Parquet shard schema (`embed --out`): `import` reads it back,
+        /// and pandas, polars, DuckDB and Spark read it as it is.
+        Parquet,
     }
 }
 

@@ -71,8 +71,12 @@ enum Command {
     Reindex(reindex::Args),
     /// Rebuild the HNSW graph without the tombstones of removed images.
     Compact(args::IndexOnly),
-    /// Print the latent vector (embedding) of each image.
+    /// Print the latent vector (embedding) of each image; with --out, embed
+    /// one shard of a collection into a Parquet file (for many machines).
     Embed(embed::Args),
+    /// Read Parquet embedding shards (from `embed --out` or `export --format
+    /// parquet`) into an index (incremental, resumable).
+    Import(import::Args),
     /// Train an autoencoder on every image under a folder.
     Train(train::Args),
     /// Work with the standard datasets (MNIST, Fashion-MNIST, CIFAR-10).
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Reindex(args) => reindex::run(args),
         Command::Compact(args) => compact::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Import(args) => import::run(args),
         Command::Train(args) => train::run(args),
         Command::Dataset(command) => dataset::run(command),
         Command::Models(args) => models::run(args),

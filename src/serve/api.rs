@@ -379,9 +379,18 @@ fn indexed_bytes(app: &App, id: u64) -> Result<(crate::store::Record, Vec<u8>), 
     // file (or a folder above it) swapped for a link to elsewhere is not
     // served, whatever it points to.
     let resolved = std::fs::canonicalize(&path).map_err(|e| {
+        let why = match e.kind() {
+            // Records imported from shards keep the paths of the machine
+            // that embedded them.
+            std::io::ErrorKind::NotFound => {
+                "is not on this machine (imported from a shard made elsewhere, or removed since)"
+                    .to_string()
+            }
+            _ => format!("cannot be read: {e}"),
+        };
         ApiError::new(
             StatusCode::GONE,
-            format!("image {id} ({}) cannot be read: {e}", path.display()),
+            format!("image {id} ({}) {why}", path.display()),
         )
     })?;
     let roots = app.index.store.roots()?;

@@ -18,7 +18,7 @@ use std::time::UNIX_EPOCH;
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use parquet_file::{read_shard, ShardMeta, ShardRow, COLUMNS};
+pub use parquet_file::{read_shard, ShardMeta, ShardReader, ShardRow, COLUMNS};
 
 use crate::imageio::DecodeLimits;
 use crate::labels::LabelSource;
@@ -99,21 +99,30 @@ pub struct Input {
     pub root: PathBuf,
 }
 
+/// What the command line named, resolved: every image, sorted.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Sorted by absolute path (as bytes), without repeats.
+    pub files: Vec<Input>,
+    /// The folders given (canonical), sorted.
+    pub roots: Vec<PathBuf>,
+    /// Entries of those folders that could not be read.
+    pub failures: Vec<Failure>,
+}
+
 /// Every image file the inputs name, sorted by absolute path: folders are
 /// walked (links are not followed), files are taken as they are. Entries
 /// that cannot be read are returned as failures.
-pub fn list_inputs(
-    inputs: &[PathBuf],
-    progress: &dyn Progress,
-) -> Result<(Vec<Input>, Vec<Failure>), ShardError> {
+pub fn list_inputs(inputs: &[PathBuf], progress: &dyn Progress) -> Result<Inputs, ShardError> {
     let walker = Walker::new();
-    let (mut files, mut failures) = (Vec::new(), Vec::new());
+    let (mut files, mut roots, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for given in inputs {
         let root = std::fs::canonicalize(given).map_err(|source| ShardError::Input {
             path: given.clone(),
             source,
         })?;
         if root.is_dir() {
+            roots.push(root.clone());
             let (paths, errors) = walker.collect(&root, progress);
             files.extend(paths.into_iter().map(|path| Input {
                 path,
@@ -130,7 +139,13 @@ pub fn list_inputs(
     }
     files.sort();
     files.dedup_by(|a, b| a.path == b.path);
-    Ok((files, failures))
+    roots.sort();
+    roots.dedup();
+    Ok(Inputs {
+        files,
+        roots,
+        failures,
+    })
 }
 
 /// What embedding one shard did.
@@ -152,10 +167,10 @@ pub struct ShardReport {
 
 /// Embeds this shard's share of `inputs` into `out_dir/part-…parquet`,
 /// failures into `out_dir/errors/part-I.jsonl`. A complete file for the
-/// same shard and model is left as it is.
+/// same shard, model and roots is left as it is.
 pub fn embed_shard(
     model: &Model,
-    inputs: &[Input],
+    inputs: &Inputs,
     shard: Shard,
     out_dir: &Path,
     limits: DecodeLimits,
@@ -163,11 +178,11 @@ pub fn embed_shard(
 ) -> Result<ShardReport, ShardError> {
     let started = std::time::Instant::now();
     let file = out_dir.join(shard.file_name());
-    let meta = ShardMeta::of(model, shard);
+    let meta = ShardMeta::of(model, shard, &inputs.roots);
     let mut report = ShardReport {
         shard,
         file: file.clone(),
-        inputs: inputs.len() as u64,
+        inputs: inputs.files.len() as u64,
         rows: 0,
         failed: 0,
         skipped: false,
@@ -187,6 +202,7 @@ pub fn embed_shard(
     };
     std::fs::create_dir_all(out_dir).map_err(|e| write_err(out_dir, e))?;
     let mine: Vec<&Input> = inputs
+        .files
         .iter()
         .enumerate()
         .filter(|(k, _)| shard.holds(*k))
@@ -240,6 +256,41 @@ pub fn embed_shard(
     report.failures = failures;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Rows per row group when writing rows that come ready (an export).
+const ROWS_PER_EXPORT_GROUP: usize = 8192;
+
+/// Writes `rows` as one shard file at `path` (to a temporary name, renamed
+/// when complete); returns how many. Errors in `rows` stop the write and
+/// leave no file.
+pub fn write_shard_file<E: From<ShardError>>(
+    path: &Path,
+    meta: &ShardMeta,
+    rows: impl Iterator<Item = Result<ShardRow, E>>,
+) -> Result<usize, E> {
+    let write_err = |path: &Path, source| ShardError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let written = crate::fsutil::write_atomically(
+        path,
+        |out| -> Result<u64, E> {
+            let mut writer = parquet_file::Writer::new(out, meta, path)?;
+            let mut group = Vec::with_capacity(ROWS_PER_EXPORT_GROUP);
+            for row in rows {
+                group.push(row?);
+                if group.len() == ROWS_PER_EXPORT_GROUP {
+                    writer.write(&group)?;
+                    group.clear();
+                }
+            }
+            writer.write(&group)?;
+            Ok(writer.finish()?)
+        },
+        |path, source| E::from(write_err(path, source)),
+    )?;
+    Ok(written as usize)
 }
 
 /// Reads, hashes and decodes one input into a row (embedding to come).

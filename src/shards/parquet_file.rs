@@ -61,10 +61,14 @@ pub struct ShardMeta {
     pub prep: String,
     pub version: String,
     pub shard: Shard,
+    /// The folders embedded (those given, not files named one by one): an
+    /// index imported from the shard records them as its roots, as ingest
+    /// does, so `reindex` and `status` know them.
+    pub roots: Vec<PathBuf>,
 }
 
 impl ShardMeta {
-    pub fn of(model: &Model, shard: Shard) -> Self {
+    pub fn of(model: &Model, shard: Shard, roots: &[PathBuf]) -> Self {
         Self {
             model: model.name.clone(),
             fingerprint: model.fingerprint.clone(),
@@ -72,6 +76,7 @@ impl ShardMeta {
             prep: model.input_shape().prep.as_str().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             shard,
+            roots: roots.to_vec(),
         }
     }
 
@@ -86,6 +91,7 @@ impl ShardMeta {
                 "imgsearch.shard",
                 format!("{}/{}", self.shard.index, self.shard.count),
             ),
+            ("imgsearch.roots", roots_json(&self.roots)),
         ]
         .into_iter()
         .map(|(k, v)| KeyValue::new(k.to_string(), v))
@@ -106,8 +112,26 @@ impl ShardMeta {
             prep: get("imgsearch.prep")?,
             version: get("imgsearch.version")?,
             shard: get("imgsearch.shard")?.parse().ok()?,
+            roots: match get("imgsearch.roots") {
+                Some(json) => serde_json::from_str::<Vec<String>>(&json)
+                    .ok()?
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                None => Vec::new(),
+            },
         })
     }
+}
+
+/// The roots as a JSON array of strings (lossy for names that are not UTF-8,
+/// like the `path` column).
+fn roots_json(roots: &[PathBuf]) -> String {
+    let names: Vec<String> = roots
+        .iter()
+        .map(|r| r.to_string_lossy().into_owned())
+        .collect();
+    serde_json::to_string(&names).expect("strings serialize")
 }
 
 fn schema() -> SchemaRef {
@@ -248,25 +272,37 @@ pub(super) fn read_meta(path: &Path) -> Result<(ShardMeta, u64), ShardError> {
     meta_of(&open(path)?, path)
 }
 
-/// A whole shard file: its metadata and rows.
-pub fn read_shard(path: &Path) -> Result<(ShardMeta, Vec<ShardRow>), ShardError> {
-    let builder = open(path)?;
-    let (meta, _) = meta_of(&builder, path)?;
-    if builder.schema().fields().len() != COLUMNS.len()
-        || builder
-            .schema()
-            .fields()
-            .iter()
-            .zip(COLUMNS)
-            .any(|(f, name)| f.name() != name)
-    {
-        return Err(parquet_err(path, format!("columns are not {COLUMNS:?}")));
+/// A shard file read one row group at a time, so a file of any size is
+/// imported in bounded memory.
+pub struct ShardReader {
+    pub meta: ShardMeta,
+    /// Rows in the whole file (from its footer).
+    pub rows: u64,
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    path: PathBuf,
+}
+
+impl ShardReader {
+    /// Opens a shard, checking its metadata and columns (not yet its rows).
+    pub fn open(path: &Path) -> Result<Self, ShardError> {
+        let builder = open(path)?;
+        let (meta, rows) = meta_of(&builder, path)?;
+        let fields = builder.schema().fields();
+        if fields.len() != COLUMNS.len() || fields.iter().zip(COLUMNS).any(|(f, n)| f.name() != n) {
+            return Err(parquet_err(path, format!("columns are not {COLUMNS:?}")));
+        }
+        let batches = builder.build().map_err(|e| parquet_err(path, e))?;
+        Ok(Self {
+            meta,
+            rows,
+            batches,
+            path: path.to_path_buf(),
+        })
     }
-    let reader = builder.build().map_err(|e| parquet_err(path, e))?;
-    let bad = |what: &str| parquet_err(path, format!("column `{what}` has an unexpected type"));
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_err(path, e))?;
+
+    fn rows_of(&self, batch: &RecordBatch) -> Result<Vec<ShardRow>, ShardError> {
+        let path = &self.path;
+        let bad = |what: &str| parquet_err(path, format!("column `{what}` has an unexpected type"));
         let col = |i: usize| batch.column(i).as_any();
         let strings = |i: usize| {
             col(i)
@@ -291,24 +327,61 @@ pub fn read_shard(path: &Path) -> Result<(ShardMeta, Vec<ShardRow>), ShardError>
         let errors = col(8)
             .downcast_ref::<Float32Array>()
             .ok_or_else(|| bad("recon_error"))?;
-        for i in 0..batch.num_rows() {
-            let values = embeddings.value(i);
-            let values = values
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .ok_or_else(|| bad("embedding"))?;
-            rows.push(ShardRow {
-                path: PathBuf::from(paths.value(i)),
-                blake3: unhex(hashes.value(i)).ok_or_else(|| bad("blake3"))?,
-                size: sizes.value(i) as u64,
-                mtime_ns: mtimes.value(i),
-                width: widths.value(i) as u32,
-                height: heights.value(i) as u32,
-                label: (!labels.is_null(i)).then(|| labels.value(i).to_string()),
-                embedding: values.values().to_vec(),
-                recon_error: errors.value(i),
-            });
-        }
+        let values = embeddings
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| bad("embedding"))?;
+        let offsets = embeddings.value_offsets();
+        (0..batch.num_rows())
+            .map(|i| {
+                let embedding = &values.values()[offsets[i] as usize..offsets[i + 1] as usize];
+                if embedding.len() != self.meta.latent {
+                    return Err(parquet_err(
+                        path,
+                        format!(
+                            "row {i} has {} floats, the shard says {}",
+                            embedding.len(),
+                            self.meta.latent
+                        ),
+                    ));
+                }
+                Ok(ShardRow {
+                    path: PathBuf::from(paths.value(i)),
+                    blake3: unhex(hashes.value(i)).ok_or_else(|| bad("blake3"))?,
+                    size: sizes.value(i) as u64,
+                    mtime_ns: mtimes.value(i),
+                    width: widths.value(i) as u32,
+                    height: heights.value(i) as u32,
+                    label: (!labels.is_null(i)).then(|| labels.value(i).to_string()),
+                    embedding: embedding.to_vec(),
+                    recon_error: errors.value(i),
+                })
+            })
+            .collect()
     }
-    Ok((meta, rows))
+}
+
+impl Iterator for ShardReader {
+    type Item = Result<Vec<ShardRow>, ShardError>;
+
+    /// The next row group's rows.
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.batches.next()?;
+        Some(
+            batch
+                .map_err(|e| parquet_err(&self.path, e))
+                .and_then(|batch| self.rows_of(&batch)),
+        )
+    }
+}
+
+/// A whole shard file: its metadata and rows.
+pub fn read_shard(path: &Path) -> Result<(ShardMeta, Vec<ShardRow>), ShardError> {
+    let mut reader = ShardReader::open(path)?;
+    let mut rows = Vec::new();
+    for batch in reader.by_ref() {
+        rows.extend(batch?);
+    }
+    Ok((reader.meta, rows))
 }

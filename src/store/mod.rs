@@ -12,6 +12,8 @@
 //! - `labelled`: id → label (UTF-8) for every live record that has one, so
 //!   kNN voters and label filters need no record decoding.
 //! - `labels`: label → live count (big-endian u64), for `status`.
+//! - `imports`: shard file name → [`ImportedShard`] (postcard), for every
+//!   Parquet shard `import` finished, so importing it again is a no-op.
 //!
 //! Every change is one multi-tree transaction, so a kill at any moment leaves
 //! whole batches or nothing; counters move in the same transaction.
@@ -25,14 +27,14 @@ mod tx;
 use tx::{tx_error, TxTrees};
 
 /// Current schema; [`MIGRATIONS`] lifts older stores to it.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each is
 /// safe to re-run after a kill (it rebuilds what it writes from scratch); the
 /// version is bumped only once it is done.
 /// Brings a database from one schema version to the next.
 type Migration = fn(&sled::Db) -> Result<(), StoreError>;
-const MIGRATIONS: &[Migration] = &[migrate_v1_label_trees];
+const MIGRATIONS: &[Migration] = &[migrate_v1_label_trees, migrate_v2_imports];
 
 /// v1 → v2: the `labelled` and `labels` trees, derived from the records.
 fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
@@ -61,6 +63,24 @@ fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// v2 → v3: the `imports` tree. A v2 store imported nothing, so it starts
+/// empty.
+fn migrate_v2_imports(db: &sled::Db) -> Result<(), StoreError> {
+    db.open_tree("imports")?.clear()?;
+    Ok(())
+}
+
+/// A shard file that `import` finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedShard {
+    /// blake3 of the whole file: a file of the same name with other
+    /// contents (a shard re-embedded since) is imported again.
+    pub blake3: [u8; 32],
+    pub rows: u64,
+    /// Unix seconds.
+    pub imported_at: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the index database at {path}: {error}")]
@@ -79,6 +99,8 @@ pub enum StoreError {
     Corrupt { id: u64, message: String },
     #[error("corrupt index metadata `{key}`: {message}")]
     CorruptMeta { key: &'static str, message: String },
+    #[error("corrupt import record of `{name}`: {message}")]
+    CorruptImport { name: String, message: String },
     #[error("a write to the index database was abandoned: {0}")]
     Aborted(String),
 }
@@ -233,6 +255,7 @@ pub struct Store {
     tombstones: sled::Tree,
     labelled: sled::Tree,
     labels: sled::Tree,
+    imports: sled::Tree,
 }
 
 fn key(id: u64) -> [u8; 8] {
@@ -288,6 +311,7 @@ impl Store {
             tombstones: db.open_tree("tombstones")?,
             labelled: db.open_tree("labelled")?,
             labels: db.open_tree("labels")?,
+            imports: db.open_tree("imports")?,
             db,
         };
         store.migrate(dir)?;
@@ -544,6 +568,28 @@ impl Store {
         Ok(ids)
     }
 
+    /// What `import` recorded for a shard file of this name, if anything.
+    pub fn imported(&self, name: &str) -> Result<Option<ImportedShard>, StoreError> {
+        self.imports
+            .get(name)?
+            .map(|v| {
+                postcard::from_bytes(&v).map_err(|e| StoreError::CorruptImport {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Records a finished shard import (durably): call it only once every
+    /// row of the file is committed.
+    pub fn record_import(&self, name: &str, shard: &ImportedShard) -> Result<(), StoreError> {
+        let bytes = postcard::to_stdvec(shard).expect("an import record serializes");
+        self.imports.insert(name, bytes)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -671,8 +717,9 @@ mod tests {
                 opened
             })
             .expect("the store reopens");
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(counts(&store), [("y".to_string(), 1)]);
+        assert_eq!(store.imported("part-00000-of-00001.parquet").unwrap(), None);
         assert_eq!(store.label_of(1).unwrap(), Some("y".into()));
     }
 }

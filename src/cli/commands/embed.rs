@@ -128,9 +128,10 @@ fn run_shard(args: &Args, model: &Model, out: &std::path::Path) -> Result<Outcom
         );
     }
     let bar = Bar::new();
-    let (files, mut failures) = shards::list_inputs(&inputs, &bar)?;
+    let mut inputs = shards::list_inputs(&inputs, &bar)?;
+    let mut failures = std::mem::take(&mut inputs.failures);
     let mut report =
-        shards::embed_shard(model, &files, args.shard, out, args.decode.limits(), &bar)?;
+        shards::embed_shard(model, &inputs, args.shard, out, args.decode.limits(), &bar)?;
     drop(bar);
     report.failed += failures.len() as u64;
     failures.append(&mut report.failures);

@@ -16,7 +16,8 @@ pub struct Args {
     #[command(flatten)]
     index: IndexArg,
     /// `jsonl` (one object per image), `csv` (id,path,label,recon_error,z0..)
-    /// or `npy` (float32 matrix; row names in FILE.rows.csv beside it).
+    /// `npy` (float32 matrix; row names in FILE.rows.csv beside it) or
+    /// `parquet` (the schema of `embed --out` shards: `import` reads it back).
     #[arg(long, value_enum, default_value_t = FormatArg::Jsonl)]
     format: FormatArg,
     /// Output file (default: standard output; required for npy). Written
@@ -32,19 +33,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<Outcome> {
     let format = Format::from(args.format);
-    if format == Format::Npy && args.out.is_none() {
-        bail!("--format npy writes a binary file: name it with --out FILE.npy");
+    match format {
+        Format::Npy if args.out.is_none() => {
+            bail!("--format npy writes a binary file: name it with --out FILE.npy")
+        }
+        Format::Parquet if args.out.is_none() => {
+            bail!("--format parquet writes a binary file: name it with --out FILE.parquet")
+        }
+        _ => {}
     }
     let index = Index::open(&args.index.index, None, false)?;
     let rows = export::rows(&index, &args.filter.filter())?;
     // Latents on standard output are the command's output; the report then
     // goes to stderr so it never mixes with them.
-    let report = export::export(
-        rows,
-        index.model.embedding_dim(),
-        format,
-        args.out.as_deref(),
-    )?;
+    let report = export::export(rows, &index, format, args.out.as_deref())?;
     if args.out.is_some() {
         output::print(&report, args.json)?;
     } else {

@@ -10,6 +10,7 @@ pub mod duplicates;
 pub mod embed;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod ingest;
 pub mod models;
 pub mod query;

@@ -134,7 +134,7 @@ fn write_sheet(
     out: &Path,
 ) -> Result<()> {
     let open = |p: &Path| imageio::decode_file(p, DecodeLimits::default()).ok();
-    let mut rows = Vec::new();
+    let (mut rows, mut missing) = (Vec::new(), 0);
     for (q, answer) in queries.iter().zip(answers) {
         let Some(hits) = &answer.results else {
             continue;
@@ -144,13 +144,28 @@ fn write_sheet(
             (None, Some(path)) => open(path),
             (None, None) => None,
         };
-        rows.push(SheetRow {
-            query,
-            neighbours: hits
-                .iter()
-                .map(|h| (format!("#{} d={:.2}", h.rank, h.distance), open(&h.path)))
-                .collect(),
-        });
+        let neighbours = hits
+            .iter()
+            .map(|h| {
+                let caption = format!("#{} d={:.2}", h.rank, h.distance);
+                match h.path.exists() {
+                    true => (caption, open(&h.path)),
+                    false => {
+                        missing += 1;
+                        (caption + " (missing)", None)
+                    }
+                }
+            })
+            .collect();
+        rows.push(SheetRow { query, neighbours });
+    }
+    if missing > 0 {
+        // Records imported from shards keep the paths of the machine that
+        // embedded them.
+        eprintln!(
+            "note: {missing} hits are not on this machine (imported from a shard made elsewhere, or removed since): their tiles in {} are empty",
+            out.display()
+        );
     }
     sheet::write(&rows, out).with_context(|| format!("writing contact sheet {}", out.display()))
 }

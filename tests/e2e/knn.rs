@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-mod common;
-use common::{bin, json_cmd, mnist_split, run, run_ok};
+use crate::common::{bin, json_cmd, mnist_split, run, run_ok};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -252,7 +251,7 @@ fn a_copy_does_not_vote_for_a_query_whose_name_is_not_utf8() {
     let Some((tmp, train, _test, index)) = indexed_split(200, 0) else {
         return;
     };
-    let original = common::files_under(&train)[0].clone();
+    let original = crate::common::files_under(&train)[0].clone();
     let query_dir = tmp.path().join("queries");
     std::fs::create_dir_all(&query_dir).unwrap();
     let query = query_dir.join(OsStr::from_bytes(b"copy-\xff.png"));

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::{bin, json_cmd, mnist_export, run, run_ok};
+use crate::common::{bin, json_cmd, mnist_export, run, run_ok};
 
 const N: usize = 40;
 

@@ -8,8 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-mod common;
-use common::{bin, json_of, mnist_export, run, run_ok};
+use crate::common::{bin, json_of, mnist_export, run, run_ok};
 
 /// Five MNIST test digits as files, and a temporary folder for outputs.
 fn digits() -> Option<(tempfile::TempDir, Vec<PathBuf>)> {

@@ -2,13 +2,11 @@
 //! over HTTP through every endpoint, its limits and errors, background
 //! ingest, and SIGTERM.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::http::{self, get, post_json, post_multipart, request, Client, Server};
-use common::{files_under as files, json_cmd, mnist_index, mnist_split};
+use crate::common::http::{self, get, post_json, post_multipart, request, Client, Server};
+use crate::common::{files_under as files, json_cmd, mnist_index, mnist_split};
 use serde_json::{json, Value};
 
 fn bin() -> PathBuf {
@@ -455,7 +453,7 @@ fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
     expect(
         get(addr, &format!("/api/images/{vid}/thumbnail")),
         410,
-        "cannot be read",
+        "is not on this machine",
     );
     // An indexed file replaced by a FIFO: refused at once, not waited on.
     let piped = files(&digits)[4].clone();

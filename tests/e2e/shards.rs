@@ -1,12 +1,10 @@
 //! `embed --out DIR --shard I/N`: Parquet shards through the binary, read
 //! back with the parquet crate.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use common::{bin, json_of, run, run_ok};
+use crate::common::{bin, json_of, run, run_ok};
 use imgsearch::shards::{read_shard, Shard, COLUMNS};
 
 /// `count` small PNGs spread over three label folders, one loose file, and

@@ -3,8 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-mod common;
-use common::{assert_ok, bin, data, json_of, run};
+use crate::common::{assert_ok, bin, data, json_of, run};
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples")
@@ -388,7 +387,7 @@ fn output_piped_into_head_ends_quietly() {
         });
         img.save(root.join(format!("{n:05}.png"))).unwrap();
     }
-    common::ingest_digits(&root, &index);
+    crate::common::ingest_digits(&root, &index);
     let exe = env!("CARGO_BIN_EXE_imgsearch");
     let query = root.join("00007.png");
     for command in [

@@ -11,8 +11,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-mod common;
-use common::{bin, json_of, run, run_ok};
+use crate::common::{bin, json_of, run, run_ok};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod common;
-use common::http::Server;
-use common::{bin, json_of, run};
+use crate::common::http::Server;
+use crate::common::{bin, json_of, run};
 
 /// Runs a command that must finish within `limit` (a hang is a failure).
 fn run_within(cmd: &mut Command, limit: Duration) -> Output {
@@ -198,7 +197,7 @@ fn a_busy_index_is_named_as_in_use_by_another_process() {
 
 /// The one graph dump file of an index.
 fn graph_file(index: &Path) -> PathBuf {
-    common::files_under(index)
+    crate::common::files_under(index)
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))
         .expect("a saved graph")
@@ -343,7 +342,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_truncated_database_is_a_clear_error_not_a_panic() {
     // Enough records that the log spans several segments.
-    let Some((tmp, _root, index)) = common::mnist_index(3000) else {
+    let Some((tmp, _root, index)) = crate::common::mnist_index(3000) else {
         return;
     };
     let len = std::fs::metadata(index.join("db/db")).unwrap().len();

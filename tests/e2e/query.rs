@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::{assert_ok, bin, json_of, mnist_export, run_ok};
+use crate::common::{assert_ok, bin, json_of, mnist_export, run_ok};
 
 fn query(index: &Path, args: &[&str]) -> Value {
     json_of(&run_ok(

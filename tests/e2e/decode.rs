@@ -3,13 +3,11 @@
 //! EXIF-rotated JPEG embeds like the rotated picture, and a JPEG decoded at
 //! reduced size (DCT scaling) embeds like the full decode.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use common::{bin, json_of, run, run_ok};
+use crate::common::{bin, json_of, run, run_ok};
 use image::{ImageFormat, RgbImage};
 use imgsearch::imageio::{self, DecodeLimits, DecodeSize};
 use imgsearch::model::Model;
@@ -204,10 +202,10 @@ fn an_exif_rotated_jpeg_embeds_like_the_rotated_picture() {
 /// photo of the set, so no search result can change order because of it.
 #[test]
 fn a_reduced_size_decode_embeds_like_the_full_decode() {
-    let Some(val) = common::data("imagenette/val") else {
+    let Some(val) = crate::common::data("imagenette/val") else {
         return;
     };
-    let mut files = common::files_under(&val);
+    let mut files = crate::common::files_under(&val);
     files.sort();
     let files: Vec<PathBuf> = files.into_iter().step_by(97).take(24).collect();
     let model = Model::load("photos").unwrap();

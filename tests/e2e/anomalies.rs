@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-mod common;
-use common::{bin, data, json_cmd, mnist_split, run, run_ok};
+use crate::common::{bin, data, json_cmd, mnist_split, run, run_ok};
 
 const DIGITS: usize = 200;
 const ODD: usize = 8;

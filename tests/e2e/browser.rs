@@ -8,16 +8,14 @@
 //! them). Where they are absent the test is skipped with a message, unless
 //! `IMGSEARCH_REQUIRE_BROWSER=1` (set by `.ci/run`) makes that a failure.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::http::{self, Server};
+use crate::common::{files_under, mnist_index, mnist_split};
 use base64::Engine;
-use common::http::{self, Server};
-use common::{files_under, mnist_index, mnist_split};
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

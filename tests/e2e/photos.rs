@@ -1,11 +1,9 @@
 //! The `photos` default on photographs that are not square, and indexes
 //! built with the default it replaced.
 
-mod common;
-
 use std::path::Path;
 
-use common::{bin, json_of, run_ok};
+use crate::common::{bin, json_of, run_ok};
 use imgsearch::index::Index;
 use imgsearch::prepare::Prep;
 use rand::{Rng, SeedableRng};

@@ -10,8 +10,7 @@ use std::time::Duration;
 use imgsearch::index::Index;
 use serde_json::Value;
 
-mod common;
-use common::{assert_ok, bin, json_of, mnist_export};
+use crate::common::{assert_ok, bin, json_of, mnist_export};
 
 fn ingest(root: &Path, index: &Path, extra: &[&str]) -> (Option<i32>, Value) {
     let out = bin()
@@ -294,23 +293,9 @@ fn a_different_model_is_refused_and_nothing_ingestable_fails() {
 
 /// Path → embedding of every live record.
 fn contents(index: &Path) -> BTreeMap<Vec<u8>, Vec<f32>> {
-    let idx = Index::open(index, None, false).unwrap();
-    let live = idx.store.live_count().unwrap();
-    idx.load_graph().unwrap();
-    let ann = idx.ann();
-    assert_eq!(ann.flat.live() as u64, live, "flat rows = live records");
-    let graph = ann.loaded_graph().unwrap();
-    assert_eq!(
-        graph.live_points() as u64,
-        live,
-        "graph points = live records"
-    );
-    idx.store
-        .records()
-        .map(|r| {
-            let (id, rec) = r.unwrap();
-            (rec.path, idx.store.vector(id).unwrap().unwrap())
-        })
+    crate::common::records(index)
+        .into_iter()
+        .map(|(path, (_, vector))| (path, vector))
         .collect()
 }
 

@@ -143,3 +143,52 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Path → (label, embedding) of every live record, after checking that the
+/// flat file and the graph hold exactly the live records.
+pub fn records(
+    index: &std::path::Path,
+) -> std::collections::BTreeMap<Vec<u8>, (Option<String>, Vec<f32>)> {
+    let idx = imgsearch::index::Index::open(index, None, false).unwrap();
+    let live = idx.store.live_count().unwrap();
+    idx.load_graph().unwrap();
+    let ann = idx.ann();
+    assert_eq!(ann.flat.live() as u64, live, "flat rows = live records");
+    let graph = ann.loaded_graph().unwrap();
+    assert_eq!(
+        graph.live_points() as u64,
+        live,
+        "graph points = live records"
+    );
+    idx.store
+        .records()
+        .map(|r| {
+            let (id, rec) = r.unwrap();
+            (
+                rec.path,
+                (rec.label, idx.store.vector(id).unwrap().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Panics unless `index` holds exactly the records of `want`: the same
+/// paths and labels, embeddings within 1e-4.
+pub fn assert_same_records(
+    want: &std::collections::BTreeMap<Vec<u8>, (Option<String>, Vec<f32>)>,
+    index: &std::path::Path,
+) {
+    let got = records(index);
+    assert_eq!(got.len(), want.len(), "no duplicates, no missing records");
+    for (path, (label, vector)) in want {
+        let name = String::from_utf8_lossy(path);
+        let (got_label, got_vector) = got.get(path).unwrap_or_else(|| panic!("{name} is missing"));
+        assert_eq!(got_label, label, "{name}");
+        let diff = vector
+            .iter()
+            .zip(got_vector)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "embedding of {name} differs by {diff}");
+    }
+}
