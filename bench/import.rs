@@ -108,7 +108,13 @@ fn import(
 /// Writes the shards unless they are there with this many rows; returns
 /// whether it wrote them.
 fn make_shards(parts: &Path, rows: usize, mnist: &Path) -> anyhow::Result<bool> {
-    let done = parts.join(Shard { index: SHARDS - 1, count: SHARDS }.file_name());
+    let done = parts.join(
+        Shard {
+            index: SHARDS - 1,
+            count: SHARDS,
+        }
+        .file_name(),
+    );
     if done.is_file() {
         return Ok(false);
     }

@@ -42,15 +42,8 @@ pub enum ImportError {
     },
     #[error(transparent)]
     Shard(#[from] ShardError),
-    #[error("{file} was embedded with model `{shard_model}` ({shard_fp}), but {target} uses `{model}` ({fp}); its vectors cannot be searched together. Import it into another index, or re-embed it with `--model {model}`")]
-    ModelMismatch {
-        file: PathBuf,
-        shard_model: String,
-        shard_fp: String,
-        target: String,
-        model: String,
-        fp: String,
-    },
+    #[error(transparent)]
+    ModelMismatch(Box<ShardModelMismatch>),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -59,6 +52,20 @@ pub enum ImportError {
     Ann(#[from] crate::ann::AnnError),
     #[error("model failed: {0}")]
     Model(#[from] crate::model::ModelError),
+}
+
+/// A shard made with another model than the index's (or than the model of
+/// that name here).
+#[derive(Debug, thiserror::Error)]
+#[error("{file} was embedded with model `{shard_model}` ({shard_fp}), but {target} uses `{model}` ({fp}); their vectors cannot be searched together. Import it into another index, or re-embed it with `--model {model}`")]
+pub struct ShardModelMismatch {
+    pub file: PathBuf,
+    pub shard_model: String,
+    pub shard_fp: String,
+    /// "the index at …" or "this imgsearch".
+    pub target: String,
+    pub model: String,
+    pub fp: String,
 }
 
 /// What happened to one shard file.
@@ -145,7 +152,8 @@ pub fn import(
     let index = open_index(dir, first, &files[0], model)?;
     for ((meta, _), file) in metas.iter().zip(files) {
         if meta.fingerprint != index.model.fingerprint {
-            return Err(mismatch(file, meta, dir, &index.model));
+            let target = format!("the index at {}", dir.display());
+            return Err(mismatch(file, meta, target, &index.model));
         }
     }
     let mut report = ImportReport {
@@ -202,15 +210,15 @@ pub fn import(
     Ok(report)
 }
 
-fn mismatch(file: &Path, meta: &ShardMeta, dir: &Path, model: &Model) -> ImportError {
-    ImportError::ModelMismatch {
+fn mismatch(file: &Path, meta: &ShardMeta, target: String, model: &Model) -> ImportError {
+    ImportError::ModelMismatch(Box::new(ShardModelMismatch {
         file: file.to_path_buf(),
         shard_model: meta.model.clone(),
         shard_fp: meta.fingerprint.clone(),
-        target: format!("the index at {}", dir.display()),
+        target,
         model: model.name.clone(),
         fp: model.fingerprint.clone(),
-    }
+    }))
 }
 
 /// Opens the index, or creates it with the model the first shard names
@@ -230,14 +238,7 @@ fn open_index(
     });
     let candidate = Model::load(name)?;
     if candidate.fingerprint != meta.fingerprint {
-        return Err(ImportError::ModelMismatch {
-            file: file.to_path_buf(),
-            shard_model: meta.model.clone(),
-            shard_fp: meta.fingerprint.clone(),
-            target: "this imgsearch".into(),
-            model: name.to_string(),
-            fp: candidate.fingerprint,
-        });
+        return Err(mismatch(file, meta, "this imgsearch".into(), &candidate));
     }
     Ok(Index::open(dir, Some(name), true)?)
 }

@@ -90,7 +90,7 @@ fn spark_local_embeds_shards_that_import_into_the_index_ingest_makes() {
     let check = "import sys, pyarrow.parquet as pq\n\
                  t = pq.read_table(sys.argv[1])\n\
                  print(t.schema.names, len(t), len(t.column('embedding')[0]), \
-                 t.schema.metadata[b'imgsearch.model'].decode())";
+                 pq.read_metadata(sys.argv[1]).metadata[b'imgsearch.model'].decode())";
     let out = run_ok(
         Command::new(&python)
             .args(["-c", check])
