@@ -15,12 +15,14 @@
 pub mod ann;
 pub mod anomaly;
 pub mod classify;
+pub mod codes;
 pub mod dataset;
 pub mod duplicates;
 pub mod eval;
 pub mod export;
 pub mod filter;
 pub mod fsutil;
+pub mod generate;
 pub mod guard;
 pub mod imageio;
 pub mod import;

@@ -57,6 +57,14 @@ enum Command {
     Denoise(restore::DenoiseArgs),
     /// Fill masked pixels by iterating reconstruction, known pixels kept.
     Inpaint(restore::InpaintArgs),
+    /// Store images as their quantized latents, a few dozen bytes each
+    /// (`decompress` draws them back with the model's decoder).
+    Compress(codes::CompressArgs),
+    /// Decode a codes file from `compress` into images.
+    Decompress(codes::DecompressArgs),
+    /// Decode the line between two images' latents: a strip of what the
+    /// model sees between them.
+    Interpolate(interpolate::Args),
     /// Write the index's latents with path, label and reconstruction error
     /// (jsonl, csv or npy) for pandas, numpy, sklearn.
     Export(export::Args),
@@ -97,6 +105,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Reconstruct(args) => restore::reconstruct(args),
         Command::Denoise(args) => restore::denoise(args),
         Command::Inpaint(args) => restore::inpaint(args),
+        Command::Interpolate(args) => interpolate::run(args),
+        Command::Compress(args) => codes::compress(args),
+        Command::Decompress(args) => codes::decompress(args),
         Command::Export(args) => export::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Duplicates(args) => duplicates::run(args),

@@ -53,6 +53,8 @@ pub enum ModelError {
         size: usize,
         channels: usize,
     },
+    #[error("a latent of {found} floats, the model's decoder reads {latent}")]
+    LatentSize { found: usize, latent: usize },
     #[error("model computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -229,24 +231,46 @@ impl Model {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(BATCH) {
             let (_, recon, errors) = self.forward_scored(chunk)?;
-            let pixels = (recon * 255.0)?
-                .round()?
-                .clamp(0.0, 255.0)?
-                .flatten_from(1)?
-                .to_vec2::<f32>()?;
-            for (p, e) in pixels.into_iter().zip(errors) {
-                let data = p.into_iter().map(|v| v as u8).collect();
-                out.push((
-                    Pixels {
-                        size: self.input_size(),
-                        channels: self.channels(),
-                        data,
-                    },
-                    e,
-                ));
-            }
+            out.extend(self.to_pixels(&recon)?.into_iter().zip(errors));
         }
         Ok(out)
+    }
+
+    /// What the decoder makes of bottleneck latents ([`Model::latents`]),
+    /// in order: any point of the latent space is an image.
+    pub fn decode(&self, latents: &[Vec<f32>]) -> Result<Vec<Pixels>, ModelError> {
+        let dim = self.latent_dim();
+        let mut out = Vec::with_capacity(latents.len());
+        for chunk in latents.chunks(BATCH) {
+            if let Some(bad) = chunk.iter().find(|l| l.len() != dim) {
+                return Err(ModelError::LatentSize {
+                    found: bad.len(),
+                    latent: dim,
+                });
+            }
+            let values: Vec<f32> = chunk.concat();
+            let latents = Tensor::from_vec(values, (chunk.len(), dim), &self.device)?;
+            let recon = candle_nn::ops::sigmoid(&latents.apply(&self.net.decoder)?)?;
+            out.extend(self.to_pixels(&recon)?);
+        }
+        Ok(out)
+    }
+
+    /// Decoder output in `[0, 1]` (`n × channels × size × size`) as bytes.
+    fn to_pixels(&self, recon: &Tensor) -> Result<Vec<Pixels>, ModelError> {
+        let rows = (recon * 255.0)?
+            .round()?
+            .clamp(0.0, 255.0)?
+            .flatten_from(1)?
+            .to_vec2::<f32>()?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Pixels {
+                size: self.input_size(),
+                channels: self.channels(),
+                data: row.into_iter().map(|v| v as u8).collect(),
+            })
+            .collect())
     }
 
     /// Reconstructions of values already in model-input form: `n` images of

@@ -12,6 +12,7 @@ mod cli;
 mod decode;
 mod export;
 mod full_disk;
+mod generate;
 mod hardening;
 mod import;
 mod ingest;

@@ -4,6 +4,7 @@
 
 pub mod anomalies;
 pub mod classify;
+pub mod codes;
 pub mod compact;
 pub mod dataset;
 pub mod duplicates;
@@ -12,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod import;
 pub mod ingest;
+pub mod interpolate;
 pub mod models;
 pub mod query;
 pub mod reindex;
