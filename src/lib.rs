@@ -15,6 +15,7 @@
 pub mod ann;
 pub mod anomaly;
 pub mod classify;
+pub mod clusters;
 pub mod codes;
 pub mod dataset;
 pub mod duplicates;

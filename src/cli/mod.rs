@@ -73,6 +73,9 @@ enum Command {
     Serve(serve::Args),
     /// Groups of near-duplicate images in the index (byte-identical ones marked).
     Duplicates(duplicates::Args),
+    /// Group the index's images by k-means on their embeddings; each cluster
+    /// shown by its decoded centroid and most central images.
+    Clusters(clusters::Args),
     /// Show what an index holds: model, counts, roots, labels, size on disk.
     Status(args::IndexOnly),
     /// Re-embed every image of an index with another model (re-ingests its roots).
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Export(args) => export::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Duplicates(args) => duplicates::run(args),
+        Command::Clusters(args) => clusters::run(args),
         Command::Status(args) => status::run(args),
         Command::Reindex(args) => reindex::run(args),
         Command::Compact(args) => compact::run(args),

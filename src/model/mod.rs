@@ -169,6 +169,12 @@ impl Model {
         self.info.arch.latent
     }
 
+    /// Whether the embeddings an index stores are the decoder's latents
+    /// (no head), so that any point among them can be decoded.
+    pub fn embeds_latents(&self) -> bool {
+        self.head.is_none()
+    }
+
     /// Length of the embeddings an index stores: the head's output, or the
     /// latent for a model without a head.
     pub fn embedding_dim(&self) -> usize {

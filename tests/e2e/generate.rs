@@ -194,3 +194,80 @@ fn compress_then_decompress_draws_the_models_reconstructions_at_the_original_siz
         assert!(err.contains(why), "{err}");
     }
 }
+
+#[test]
+fn clusters_group_digits_and_show_decoded_centroids() {
+    let Some((tmp, _root, index)) = crate::common::mnist_index(600) else {
+        return;
+    };
+    let sheet = tmp.path().join("clusters.png");
+    let report = json_of(&run_ok(
+        bin()
+            .args(["clusters", "-k", "10", "--json", "--index"])
+            .arg(&index)
+            .arg("--sheet")
+            .arg(&sheet),
+    ));
+    assert_eq!((&report["k"], &report["images"]), (&10.into(), &600.into()));
+    let clusters = report["clusters"].as_array().unwrap();
+    let sizes: u64 = clusters.iter().map(|c| c["size"].as_u64().unwrap()).sum();
+    assert_eq!(sizes, 600);
+    for c in clusters {
+        let d: Vec<f64> = c["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["distance"].as_f64().unwrap())
+            .collect();
+        assert!(!d.is_empty() && d.len() <= 8);
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "most central first");
+    }
+    // Unsupervised, yet the clusters follow the digits far above chance
+    // (purity 0.1 or so, NMI 0).
+    let (purity, nmi) = (
+        report["purity"].as_f64().unwrap(),
+        report["nmi"].as_f64().unwrap(),
+    );
+    assert!(purity > 0.5 && nmi > 0.4, "purity {purity}, NMI {nmi}");
+    // One row per cluster: the decoded centroid, then 8 members.
+    let image = image::open(&sheet).unwrap();
+    let (x, y) = tile_origin(9, 8);
+    assert!(image.width() >= x + TILE && image.height() >= y + TILE);
+    let (x, y) = tile_origin(0, 0);
+    let centroid = image.crop_imm(x, y, TILE, TILE).to_luma8();
+    let spread = centroid.pixels().map(|p| p[0]).max().unwrap() as i32
+        - centroid.pixels().map(|p| p[0]).min().unwrap() as i32;
+    assert!(
+        spread > 100,
+        "the decoded centroid is a picture, not a blank"
+    );
+
+    // --auto tries k = 2..15 and keeps the best silhouette.
+    let auto = json_of(&run_ok(
+        bin()
+            .args(["clusters", "--auto", "--json", "--index"])
+            .arg(&index),
+    ));
+    let tried = auto["silhouettes"].as_array().unwrap();
+    assert_eq!(tried.len(), 14);
+    let best = tried
+        .iter()
+        .max_by(|a, b| {
+            a["silhouette"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["silhouette"].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(auto["k"], best["k"]);
+
+    // Bad requests: k = 0, k above the images, nothing selected.
+    let code = |args: &[&str]| {
+        run(bin().arg("clusters").args(args).arg("--index").arg(&index))
+            .status
+            .code()
+    };
+    assert_eq!(code(&["-k", "0"]), Some(2));
+    assert_eq!(code(&["-k", "601"]), Some(1));
+    assert_eq!(code(&["--label", "no-such-label"]), Some(1));
+}

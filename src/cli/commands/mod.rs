@@ -4,6 +4,7 @@
 
 pub mod anomalies;
 pub mod classify;
+pub mod clusters;
 pub mod codes;
 pub mod compact;
 pub mod dataset;
