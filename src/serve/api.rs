@@ -444,7 +444,13 @@ pub async fn thumbnail(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     blocking(move || {
-        let (rec, bytes) = indexed_bytes(&app, id)?;
+        let (rec, bytes) = match indexed_bytes(&app, id) {
+            Ok(found) => found,
+            Err(gone) if gone.status == StatusCode::GONE => {
+                return reconstructed_thumbnail(&app, id).map(|png| png.ok_or(gone))?;
+            }
+            Err(e) => return Err(e),
+        };
         let fits = imageio::DecodeSize::Cover {
             side: THUMBNAIL_SIDE,
             prep: imageio::Prep::Letterbox,
@@ -464,6 +470,47 @@ pub async fn thumbnail(
         Ok(cached("image/png", png.into_inner()))
     })
     .await
+}
+
+/// For an image whose file is gone (not on this machine): what the decoder
+/// makes of its stored latent, at the original's aspect ratio, marked
+/// `X-Imgsearch-Reconstructed: 1`. `None` when the file still exists but
+/// cannot be read (a FIFO in its place, say), or when the index stores
+/// head embeddings rather than latents (`photos`), which cannot be decoded.
+fn reconstructed_thumbnail(app: &App, id: u64) -> Result<Option<Response>, ApiError> {
+    let rec = record(app, id)?;
+    let model = &app.index.model;
+    let path = rec.path_buf();
+    if std::fs::symlink_metadata(&path).is_ok() || !model.embeds_latents() {
+        return Ok(None);
+    }
+    let Some(latent) = app.index.store.vector(id)? else {
+        return Ok(None);
+    };
+    let decoded = model
+        .decode(&[latent])
+        .map_err(|e| ApiError::internal(format!("decoding image {id}'s latent: {e}")))?
+        .remove(0);
+    let mut image = imageio::planar_to_image(&decoded.data, decoded.size, decoded.channels);
+    let (w, h) = (rec.width.max(1) as f64, rec.height.max(1) as f64);
+    let scale = (THUMBNAIL_SIDE as f64 / w.max(h)).min(1.0);
+    let (tw, th) = ((w * scale).round().max(1.0), (h * scale).round().max(1.0));
+    image = image.resize_exact(
+        tw as u32,
+        th as u32,
+        image::imageops::FilterType::CatmullRom,
+    );
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| ApiError::internal(format!("encoding thumbnail {id}: {e}")))?;
+    let mut response = png.into_inner().into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    // The file may come back: not cached.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-imgsearch-reconstructed", HeaderValue::from_static("1"));
+    Ok(Some(response))
 }
 
 fn cached(kind: &'static str, bytes: Vec<u8>) -> Response {

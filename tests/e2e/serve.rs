@@ -451,10 +451,16 @@ fn api_refuses_bad_requests_with_the_right_status_and_logs_attacks() {
     );
     std::fs::remove_file(&victim).unwrap();
     expect(
-        get(addr, &format!("/api/images/{vid}/thumbnail")),
+        get(addr, &format!("/api/images/{vid}/file")),
         410,
         "is not on this machine",
     );
+    // Its thumbnail is the decoder's image of its stored latent, marked.
+    let r = get(addr, &format!("/api/images/{vid}/thumbnail"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-imgsearch-reconstructed"), Some("1"));
+    let drawn = image::load_from_memory(&r.body).unwrap();
+    assert_eq!((drawn.width(), drawn.height()), (28, 28));
     // An indexed file replaced by a FIFO: refused at once, not waited on.
     let piped = files(&digits)[4].clone();
     let pid = find_id(addr, &piped);
