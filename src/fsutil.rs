@@ -34,6 +34,14 @@ pub fn write_atomically<T, E>(
     result
 }
 
+/// blake3 of a whole file, read in blocks (the checksums of graph dumps
+/// and of imported shard files).
+pub fn file_blake3(path: &Path) -> std::io::Result<blake3::Hash> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(hasher.finalize())
+}
+
 /// [`write_atomically`] for bytes already in memory.
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomically(path, |out| out.write_all(bytes), |_, e| e)

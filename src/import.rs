@@ -167,7 +167,12 @@ pub fn import(
         let name = file
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let checksum = file_checksum(file)?;
+        let checksum = *crate::fsutil::file_blake3(file)
+            .map_err(|source| ImportError::Read {
+                path: file.clone(),
+                source,
+            })?
+            .as_bytes();
         let done = index.store.imported(&name)?;
         if done.is_some_and(|d| d.blake3 == checksum) {
             report.files.push(ImportedFile {
@@ -241,19 +246,6 @@ fn open_index(
         return Err(mismatch(file, meta, "this imgsearch".into(), &candidate));
     }
     Ok(Index::open(dir, Some(name), true)?)
-}
-
-/// blake3 of a whole file, read in blocks.
-fn file_checksum(path: &Path) -> Result<[u8; 32], ImportError> {
-    let read = |source| ImportError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(std::fs::File::open(path).map_err(read)?)
-        .map_err(read)?;
-    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Streams one file's rows into the index in batches; returns whether any

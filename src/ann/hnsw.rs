@@ -75,9 +75,8 @@ pub struct Graph {
 
 /// blake3 of a file's bytes, in hex, or `None` when it cannot be read.
 fn file_checksum(path: &Path) -> Option<String> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(std::fs::File::open(path).ok()?).ok()?;
-    Some(hasher.finalize().to_hex().to_string())
+    let hash = crate::fsutil::file_blake3(path).ok()?;
+    Some(hash.to_hex().to_string())
 }
 
 fn encode_id(id: Option<u64>) -> u64 {
