@@ -7,11 +7,17 @@
 //! the k in `2..=AUTO_MAX_K` that scores highest.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
+
+use crate::filter::Selection;
+use crate::imageio::{DecodeLimits, Pixels};
+use crate::model::{Model, ModelError};
+use crate::prepare;
 
 /// Lloyd iterations per restart at most (most runs settle well before).
 pub const MAX_ITERATIONS: usize = 50;
@@ -19,6 +25,25 @@ pub const MAX_ITERATIONS: usize = 50;
 pub const AUTO_MAX_K: usize = 15;
 /// Points the silhouette of `--auto` is measured on.
 pub const AUTO_SAMPLE: usize = 2000;
+
+/// Dimensions of the neighbour layout that `Space::Neighbours` clusters in
+/// (UMAP's authors suggest about ten for clustering, not the two of a map).
+pub const NEIGHBOUR_DIMS: usize = 8;
+
+/// Where k-means looks for groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Space {
+    /// The embeddings themselves.
+    #[default]
+    Embedding,
+    /// A [`NEIGHBOUR_DIMS`]-dimensional neighbour layout of the embeddings
+    /// (the `neighbours` map's algorithm, UMAP-style), which pulls apart
+    /// groups that touch in the embedding but are linked by few neighbours
+    /// (the usual UMAP-then-k-means recipe). Centroids, distances and
+    /// inertia are still reported in the embedding's space.
+    Neighbours,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -28,6 +53,71 @@ pub enum ClusterError {
     ZeroK,
     #[error("k = {k} is more than the {points} images selected")]
     TooFew { k: usize, points: usize },
+    #[error("laying out the neighbour space: {0}")]
+    Layout(#[from] crate::map::MapError),
+}
+
+/// Clusters `points` in `space`: k-means with `k` clusters, or with `k =
+/// None` the k chosen by [`choose_k`] (whose scores come back too).
+pub fn cluster(
+    points: &[Vec<f32>],
+    k: Option<usize>,
+    restarts: usize,
+    seed: u64,
+    space: Space,
+) -> Result<(Clustering, Vec<KScore>), ClusterError> {
+    if points.is_empty() {
+        return Err(ClusterError::Empty);
+    }
+    let layout = match space {
+        Space::Embedding => None,
+        Space::Neighbours => Some(neighbour_coordinates(points, seed)?),
+    };
+    let on = layout.as_deref().unwrap_or(points);
+    let (clustering, scores) = match k {
+        Some(k) => (KMeans { k, restarts, seed }.fit(on)?, Vec::new()),
+        None => choose_k(on, restarts, seed)?,
+    };
+    Ok(match layout {
+        Some(_) => (recentre(&clustering.assignment, points), scores),
+        None => (clustering, scores),
+    })
+}
+
+fn neighbour_coordinates(points: &[Vec<f32>], seed: u64) -> Result<Vec<Vec<f32>>, ClusterError> {
+    let (_, start) = crate::map::pca_coordinates::<NEIGHBOUR_DIMS>(points)?;
+    let epochs = crate::map::neighbours::epochs(points.len());
+    let placed = crate::map::neighbours::layout(points, start, epochs, seed);
+    Ok(placed.into_iter().map(|p| p.to_vec()).collect())
+}
+
+/// The clustering `assignment` of `points` with centroids (and inertia)
+/// taken in the points' own space. Every cluster of an assignment has a
+/// member, so every centroid is a mean.
+fn recentre(assignment: &[usize], points: &[Vec<f32>]) -> Clustering {
+    let k = assignment.iter().max().map_or(0, |m| m + 1);
+    let dim = points[0].len();
+    let mut sums = vec![vec![0f64; dim]; k];
+    let mut counts = vec![0usize; k];
+    for (p, &c) in points.iter().zip(assignment) {
+        counts[c] += 1;
+        sums[c].iter_mut().zip(p).for_each(|(s, &x)| *s += x as f64);
+    }
+    let centroids: Vec<Vec<f32>> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &n)| s.iter().map(|&x| (x / n.max(1) as f64) as f32).collect())
+        .collect();
+    let inertia = points
+        .iter()
+        .zip(assignment)
+        .map(|(p, &c)| sq_dist(p, &centroids[c]) as f64)
+        .sum();
+    Clustering {
+        centroids,
+        assignment: assignment.to_vec(),
+        inertia,
+    }
 }
 
 /// How to cluster.
@@ -302,6 +392,92 @@ pub fn agreement(assignment: &[usize], labels: &[Option<String>]) -> Option<(f64
         _ => 1.0,
     };
     Some((purity, nmi))
+}
+
+/// A cluster as reported: its size and its most central images.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterSummary {
+    pub id: usize,
+    pub size: usize,
+    /// Nearest the centroid first.
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub id: u64,
+    #[serde(serialize_with = "crate::fsutil::serialize_lossy")]
+    pub path: PathBuf,
+    pub label: Option<String>,
+    /// Distance to the cluster's centroid.
+    pub distance: f32,
+}
+
+/// Each cluster of `selection` (the points clustered) with its size and
+/// its `n` images nearest its centroid.
+pub fn summarise(clustering: &Clustering, selection: &Selection, n: usize) -> Vec<ClusterSummary> {
+    let mut by_cluster: Vec<Vec<(usize, f32)>> = vec![Vec::new(); clustering.centroids.len()];
+    for (i, (&c, p)) in clustering
+        .assignment
+        .iter()
+        .zip(&selection.vectors)
+        .enumerate()
+    {
+        by_cluster[c].push((i, sq_dist(p, &clustering.centroids[c]).sqrt()));
+    }
+    by_cluster
+        .into_iter()
+        .enumerate()
+        .map(|(id, mut members)| {
+            let size = members.len();
+            members.sort_by(|a, b| a.1.total_cmp(&b.1));
+            members.truncate(n);
+            ClusterSummary {
+                id,
+                size,
+                members: members
+                    .into_iter()
+                    .map(|(i, distance)| Member {
+                        id: selection.ids[i],
+                        path: selection.paths[i].clone(),
+                        label: selection.labels[i].clone(),
+                        distance,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// What a cluster looks like to the decoder: its centroid decoded where the
+/// index stores latents; for a model with an embedding head, the decoded
+/// mean latent of those of its `members` that can be read here (`None`
+/// when none can).
+pub fn decoded_centroid(
+    model: &Model,
+    centroid: &[f32],
+    members: &[Member],
+) -> Result<Option<Pixels>, ModelError> {
+    let latent = if model.embeds_latents() {
+        centroid.to_vec()
+    } else {
+        let pixels: Vec<_> = members
+            .iter()
+            .filter_map(|m| {
+                prepare::file(&m.path, model.input_shape(), DecodeLimits::default()).ok()
+            })
+            .map(|(_, image)| image.pixels)
+            .collect();
+        if pixels.is_empty() {
+            return Ok(None);
+        }
+        let latents = model.latents(&pixels)?;
+        let dim = latents[0].len();
+        (0..dim)
+            .map(|d| latents.iter().map(|l| l[d]).sum::<f32>() / latents.len() as f32)
+            .collect()
+    };
+    Ok(Some(model.decode(&[latent])?.remove(0)))
 }
 
 #[cfg(test)]

@@ -13,6 +13,15 @@ use crate::store::{path_to_bytes, Record, Store, StoreError};
 /// Records streamed from the store, with their ids.
 pub type Records<'a> = Box<dyn Iterator<Item = Result<(u64, Record), StoreError>> + 'a>;
 
+/// Selected images, as parallel lists.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub ids: Vec<u64>,
+    pub paths: Vec<PathBuf>,
+    pub labels: Vec<Option<String>>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Only images whose path is under this folder.
@@ -80,6 +89,24 @@ impl Filter {
             })),
             None => Box::new(store.records()),
         })
+    }
+
+    /// The stored embeddings of the records passing the filter, in id
+    /// order, with what a report names them by: what clusters and maps
+    /// work on.
+    pub fn select(&self, store: &Store) -> Result<Selection, StoreError> {
+        let mut selection = Selection::default();
+        for item in self.records(store)? {
+            let (id, record) = item?;
+            let Some(vector) = store.vector(id)? else {
+                continue;
+            };
+            selection.ids.push(id);
+            selection.paths.push(record.path_buf());
+            selection.labels.push(record.label);
+            selection.vectors.push(vector);
+        }
+        Ok(selection)
     }
 
     fn label_ok(&self, label: Option<&str>) -> bool {

@@ -31,6 +31,7 @@ pub mod index;
 pub mod ingest;
 pub mod knn;
 pub mod labels;
+pub mod map;
 pub mod model;
 pub mod prepare;
 pub mod progress;

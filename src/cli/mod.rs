@@ -65,6 +65,9 @@ enum Command {
     /// Decode the line between two images' latents: a strip of what the
     /// model sees between them.
     Interpolate(interpolate::Args),
+    /// Decode new images drawn around an image's latent, following how its
+    /// nearest indexed images vary (--near IMAGE).
+    Generate(generate::Args),
     /// Write the index's latents with path, label and reconstruction error
     /// (jsonl, csv or npy) for pandas, numpy, sklearn.
     Export(export::Args),
@@ -76,6 +79,9 @@ enum Command {
     /// Group the index's images by k-means on their embeddings; each cluster
     /// shown by its decoded centroid and most central images.
     Clusters(clusters::Args),
+    /// Lay the index's images out on a plane (PCA or a neighbour layout) and
+    /// draw them; --decode-grid draws the decoder's images of the plane.
+    Map(map::Args),
     /// Show what an index holds: model, counts, roots, labels, size on disk.
     Status(args::IndexOnly),
     /// Re-embed every image of an index with another model (re-ingests its roots).
@@ -109,12 +115,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Denoise(args) => restore::denoise(args),
         Command::Inpaint(args) => restore::inpaint(args),
         Command::Interpolate(args) => interpolate::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Compress(args) => codes::compress(args),
         Command::Decompress(args) => codes::decompress(args),
         Command::Export(args) => export::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Duplicates(args) => duplicates::run(args),
         Command::Clusters(args) => clusters::run(args),
+        Command::Map(args) => map::run(args),
         Command::Status(args) => status::run(args),
         Command::Reindex(args) => reindex::run(args),
         Command::Compact(args) => compact::run(args),

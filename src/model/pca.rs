@@ -1,5 +1,6 @@
 //! Principal component analysis, for the embedding head's projection (fitted
-//! when a model is trained) and for the benchmarks' reference rows.
+//! when a model is trained), the PCA map of a collection, and the
+//! benchmarks' reference rows.
 
 use candle_core::{Device, Tensor};
 
@@ -11,6 +12,9 @@ pub struct Pca {
     pub components: Vec<f32>,
     /// Variance of the data along each axis, largest first.
     pub variances: Vec<f32>,
+    /// Total variance of the data (the covariance's trace), so
+    /// `variances[j] / total_variance` is the share axis `j` explains.
+    pub total_variance: f32,
     pub dim: usize,
     pub k: usize,
 }
@@ -43,8 +47,11 @@ impl Pca {
             .iter()
             .flat_map(|row| order.iter().map(move |&j| row[j]))
             .collect();
+        let covariance = cov.to_vec2::<f32>()?;
+        let total_variance = (0..dim).map(|i| covariance[i][i]).sum();
         Ok(Self {
             mean: mean.flatten_all()?.to_vec1()?,
+            total_variance,
             components,
             variances: order.iter().map(|&j| variances[j].max(0.0)).collect(),
             dim,
@@ -62,6 +69,20 @@ impl Pca {
             .matmul(&axes)?
             .flatten_all()?
             .to_vec1()
+    }
+}
+
+impl Pca {
+    /// The vector at `coords` along the first `coords.len()` axes: the
+    /// inverse of [`Pca::project`] on the axes' span.
+    pub fn unproject(&self, coords: &[f32]) -> Vec<f32> {
+        let mut v = self.mean.clone();
+        for (j, &c) in coords.iter().enumerate().take(self.k) {
+            for (i, x) in v.iter_mut().enumerate() {
+                *x += c * self.components[i * self.k + j];
+            }
+        }
+        v
     }
 }
 
@@ -117,5 +138,9 @@ mod tests {
         );
         let projected = pca.project(&data[..2]).unwrap();
         assert!((projected[0].abs() - 10.0).abs() < 0.1, "{projected:?}");
+        let share = pca.variances[0] / pca.total_variance;
+        assert!(share > 0.999 && share <= 1.0, "{share}");
+        let back = pca.unproject(&projected);
+        assert!((back[0] - data[0]).abs() < 1e-3 && (back[1] - data[1]).abs() < 1e-3);
     }
 }

@@ -70,6 +70,8 @@ mod tests {
             "/api/images/{id}/file",
             "/api/anomalies",
             "/api/duplicates",
+            "/api/map",
+            "/api/clusters",
         ] {
             assert!(paths.contains_key(route), "{route} is not described");
         }

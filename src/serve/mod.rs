@@ -15,6 +15,7 @@
 
 mod api;
 mod assets;
+mod collection;
 mod conn;
 mod error;
 mod jobs;
@@ -184,6 +185,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/images/{id}/file", get(api::file))
         .route("/api/anomalies", get(api::anomalies))
         .route("/api/duplicates", get(api::duplicates))
+        .route("/api/map", get(collection::map))
+        .route("/api/clusters", get(collection::clusters))
         .route("/api/ingest", post(jobs::submit))
         .route("/api/jobs", get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::show).delete(jobs::cancel))

@@ -1,8 +1,9 @@
 //! The web page in a real browser: headless Chromium, driven over the W3C
 //! WebDriver protocol by chromedriver, loads the page from a real
 //! `imgsearch serve`, uploads an image, sees the neighbours' thumbnails and
-//! the predicted label, clicks a result to search from it, and opens the
-//! anomalies tab. A screenshot is saved as a test artifact.
+//! the predicted label, clicks a result to search from it, opens the
+//! anomalies tab, clicks an image on the map to search from it, and opens
+//! the clusters tab. Screenshots are saved as test artifacts.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
 //! them). Where they are absent the test is skipped with a message, unless
@@ -281,6 +282,80 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
          return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)",
     );
     session.screenshot(&artifacts.join("browser-anomalies.png"));
+
+    // The map tab lays out every image; a click on one searches from it.
+    let tab = session.find(".tab[data-tab=map]");
+    session.driver.call(
+        "POST",
+        &session.path(&format!("/element/{tab}/click")),
+        Some(json!({})),
+    );
+    session.wait_for(
+        "the map's 120 points",
+        "return document.getElementById('map-canvas').dataset.points === '120'",
+    );
+    session.screenshot(&artifacts.join("browser-map.png"));
+    // The image drawn farthest from any other, so the click is unambiguous.
+    let target = session.run(
+        "const canvas = document.getElementById('map-canvas');
+         canvas.scrollIntoView({block: 'center'});
+         const box = canvas.getBoundingClientRect();
+         const ids = JSON.parse(canvas.dataset.ids);
+         let best = null, far = -1;
+         for (const id of ids) {
+           const [x, y] = window.imgsearchMap.screenOf(id);
+           let near = Infinity;
+           for (const other of ids) if (other !== id) {
+             const [u, v] = window.imgsearchMap.screenOf(other);
+             near = Math.min(near, Math.hypot(u - x, v - y));
+           }
+           if (near > far) { far = near; best = [id, Math.round(x - box.width / 2), Math.round(y - box.height / 2)]; }
+         }
+         return best;",
+    );
+    let (id, dx, dy) = (
+        target[0].as_u64().unwrap(),
+        target[1].as_i64().unwrap(),
+        target[2].as_i64().unwrap(),
+    );
+    let canvas = session.find("#map-canvas");
+    session.driver.call(
+        "POST",
+        &session.path("/actions"),
+        Some(json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [
+                {"type": "pointerMove", "origin": {ELEMENT: canvas}, "x": dx, "y": dy},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pointerUp", "button": 0}
+            ]
+        }]})),
+    );
+    session.wait_for(
+        "the search from the clicked map point",
+        &format!(
+            "const first = document.querySelector('#results .card');
+             return document.querySelector('#query span').textContent === 'image {id}' && first && first.dataset.id === '{id}'"
+        ),
+    );
+
+    // The clusters tab: ten rows, each with its decoded centroid and members.
+    let tab = session.find(".tab[data-tab=clusters]");
+    session.driver.call(
+        "POST",
+        &session.path(&format!("/element/{tab}/click")),
+        Some(json!({})),
+    );
+    session.wait_for(
+        "ten clusters with decoded centroids and member thumbnails",
+        "const rows = [...document.querySelectorAll('#clusters .cluster')];
+         return rows.length === 10 && rows.every(r => {
+           const c = r.querySelector('.centroid img');
+           const m = [...r.querySelectorAll('.card img')];
+           return c && c.complete && c.naturalWidth === 28 && m.length > 0 && m.every(i => i.complete && i.naturalWidth > 0);
+         })",
+    );
+    session.screenshot(&artifacts.join("browser-clusters.png"));
 
     driver.call("DELETE", &session.path(""), None);
 }

@@ -271,3 +271,70 @@ fn clusters_group_digits_and_show_decoded_centroids() {
     assert_eq!(code(&["-k", "601"]), Some(1));
     assert_eq!(code(&["--label", "no-such-label"]), Some(1));
 }
+
+#[test]
+fn generate_near_draws_variations_in_the_spread_of_the_neighbours() {
+    let Some((tmp, root, index)) = crate::common::mnist_index(300) else {
+        return;
+    };
+    let image = crate::common::files_under(&root.join("3"))[0].clone();
+    let sheet = tmp.path().join("near.png");
+    let generate = |extra: &[&str]| {
+        json_of(&run_ok(
+            bin()
+                .args(["generate", "--json", "-n", "6", "--near"])
+                .arg(&image)
+                .arg("--index")
+                .arg(&index)
+                .arg("-o")
+                .arg(&sheet)
+                .args(extra),
+        ))
+    };
+    let report = generate(&[]);
+    assert_eq!(report["samples"], 6);
+    let neighbours = report["neighbours"].as_array().unwrap();
+    assert_eq!(neighbours.len(), 16);
+    assert!(
+        neighbours[0]["distance"].as_f64().unwrap() < 1e-3,
+        "the image itself is indexed: {report}"
+    );
+    let (spread, strayed) = (
+        report["neighbour_spread"].as_f64().unwrap(),
+        report["sample_distance"].as_f64().unwrap(),
+    );
+    assert!(
+        spread > 0.0 && strayed > 0.1 * spread && strayed < 3.0 * spread,
+        "{report}"
+    );
+    // The image, its reconstruction, then the six samples, which differ.
+    let drawn = image::open(&sheet).unwrap().to_rgb8();
+    let (x, y) = tile_origin(0, 7);
+    assert!(drawn.width() >= x + TILE && drawn.height() >= y + TILE);
+    assert!(tile_difference(&drawn, 2, 3) > 1.0);
+    // The same seed draws the same sheet; scale 0 draws only the image's
+    // own latent.
+    let before = std::fs::read(&sheet).unwrap();
+    generate(&[]);
+    assert_eq!(std::fs::read(&sheet).unwrap(), before);
+    let still = generate(&["--scale", "0"]);
+    assert_eq!(still["sample_distance"], 0.0);
+    assert!(tile_difference(&image::open(&sheet).unwrap().to_rgb8(), 1, 4) < 0.5);
+
+    // Bad requests.
+    let out = run(bin()
+        .args(["generate", "-n", "0", "--near"])
+        .arg(&image)
+        .arg("-o")
+        .arg(&sheet));
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(bin()
+        .args(["generate", "--near"])
+        .arg(tmp.path().join("nope.png"))
+        .arg("--index")
+        .arg(&index)
+        .arg("-o")
+        .arg(&sheet));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.png"));
+}

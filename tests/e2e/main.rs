@@ -17,6 +17,7 @@ mod hardening;
 mod import;
 mod ingest;
 mod knn;
+mod map;
 mod model;
 mod photos;
 mod query;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::common::http::{self, get, post_json, post_multipart, request, Client, Server};
 use crate::common::{files_under as files, json_cmd, mnist_index, mnist_split};
+use base64::Engine;
 use serde_json::{json, Value};
 
 fn bin() -> PathBuf {
@@ -190,6 +191,47 @@ fn api_answers_queries_classifications_images_and_anomalies() {
         .unwrap()
         .iter()
         .all(|i| i["label"] == "4"));
+
+    // The map: every image placed (a sample when `max` says so).
+    let m = get(addr, "/api/map?method=neighbours").json();
+    assert_eq!(
+        (&m["method"], &m["images"]),
+        (&"neighbours".into(), &200.into())
+    );
+    assert_eq!(m["points"].as_array().unwrap().len(), 200);
+    assert_eq!(m["label_colours"].as_object().unwrap().len(), 10);
+    let m = get(addr, "/api/map?max=50&label=4").json();
+    let points = m["points"].as_array().unwrap();
+    assert_eq!(points.len(), 50.min(m["images"].as_u64().unwrap() as usize));
+    assert!(points.iter().all(|p| p["label"] == "4"));
+    assert_eq!(get(addr, "/api/map?label=none-such").json()["images"], 0);
+    assert_eq!(get(addr, "/api/map?method=tsne").status, 400);
+
+    // Clusters, each with its decoded centroid as a PNG.
+    let c = get(addr, "/api/clusters?k=4&members=3").json();
+    assert_eq!((&c["k"], &c["images"]), (&4.into(), &200.into()));
+    let clusters = c["clusters"].as_array().unwrap();
+    let sizes: u64 = clusters.iter().map(|c| c["size"].as_u64().unwrap()).sum();
+    assert_eq!(sizes, 200);
+    for cluster in clusters {
+        assert!(cluster["members"].as_array().unwrap().len() <= 3);
+        let url = cluster["centroid_image"].as_str().unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(url.strip_prefix("data:image/png;base64,").unwrap())
+            .unwrap();
+        let centroid = image::load_from_memory(&png).unwrap();
+        assert_eq!((centroid.width(), centroid.height()), (28, 28));
+    }
+    assert!(c["purity"].as_f64().unwrap() > 0.3);
+    for bad in [
+        "/api/clusters?k=0",
+        "/api/clusters?k=201",
+        "/api/clusters?k=x",
+    ] {
+        let r = get(addr, bad);
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(r.json()["error"].is_string());
+    }
 }
 
 #[test]

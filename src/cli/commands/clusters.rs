@@ -8,11 +8,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use imgsearch::clusters::{self, Clustering, KMeans, KScore};
+use imgsearch::clusters::{self, ClusterSummary, Clustering, KScore};
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::Index;
 use imgsearch::model::Model;
-use imgsearch::prepare;
 use imgsearch::sheet;
 
 use crate::cli::args::{FilterArgs, IndexArg};
@@ -36,6 +35,12 @@ pub struct Args {
     /// Seed of the k-means++ draws: the same seed gives the same clusters.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where k-means runs: `embedding` (the stored embeddings) or
+    /// `neighbours` (an 8-D neighbour layout of them, UMAP-style, which
+    /// separates groups that touch but share few neighbours). Centroids and
+    /// distances are reported in the embedding either way.
+    #[arg(long, value_enum, default_value_t = SpaceArg::Embedding)]
+    space: SpaceArg,
     /// Most central images listed per cluster.
     #[arg(long, default_value_t = 8)]
     members: usize,
@@ -50,8 +55,24 @@ pub struct Args {
     json: bool,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SpaceArg {
+    Embedding,
+    Neighbours,
+}
+
+impl From<SpaceArg> for clusters::Space {
+    fn from(space: SpaceArg) -> Self {
+        match space {
+            SpaceArg::Embedding => Self::Embedding,
+            SpaceArg::Neighbours => Self::Neighbours,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
+    space: clusters::Space,
     k: usize,
     images: usize,
     inertia: f64,
@@ -64,25 +85,8 @@ struct Report {
     /// With `--auto`: every k tried and its silhouette.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     silhouettes: Vec<KScore>,
-    clusters: Vec<Cluster>,
+    clusters: Vec<ClusterSummary>,
     seconds: f64,
-}
-
-#[derive(Serialize)]
-struct Cluster {
-    id: usize,
-    size: usize,
-    members: Vec<Member>,
-}
-
-#[derive(Serialize)]
-struct Member {
-    id: u64,
-    #[serde(serialize_with = "imgsearch::fsutil::serialize_lossy")]
-    path: PathBuf,
-    label: Option<String>,
-    /// Distance to the cluster's centroid.
-    distance: f32,
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
@@ -90,49 +94,18 @@ pub fn run(args: Args) -> Result<Outcome> {
     let dir = &args.index.index;
     let index = Index::open(dir, None, false)
         .with_context(|| format!("opening index {}", dir.display()))?;
-    let (mut ids, mut paths, mut labels, mut points) = (vec![], vec![], vec![], vec![]);
-    for item in args.filter.filter().records(&index.store)? {
-        let (id, record) = item?;
-        let Some(vector) = index.store.vector(id)? else {
-            continue;
-        };
-        ids.push(id);
-        paths.push(record.path_buf());
-        labels.push(record.label);
-        points.push(vector);
-    }
-    let (clustering, silhouettes) = if args.auto {
-        clusters::choose_k(&points, args.restarts, args.seed)?
-    } else {
-        let kmeans = KMeans {
-            k: args.k as usize,
-            restarts: args.restarts,
-            seed: args.seed,
-        };
-        (kmeans.fit(&points)?, Vec::new())
-    };
-    let (purity, nmi) = match clusters::agreement(&clustering.assignment, &labels) {
+    let selected = args.filter.filter().select(&index.store)?;
+    let points = &selected.vectors;
+    let k = (!args.auto).then_some(args.k as usize);
+    let (clustering, silhouettes) =
+        clusters::cluster(points, k, args.restarts, args.seed, args.space.into())?;
+    let (purity, nmi) = match clusters::agreement(&clustering.assignment, &selected.labels) {
         Some((p, n)) => (Some(p), Some(n)),
         None => (None, None),
     };
-    let clusters = central_members(&clustering, &points, args.members)
-        .into_iter()
-        .enumerate()
-        .map(|(c, (size, members))| Cluster {
-            id: c,
-            size,
-            members: members
-                .into_iter()
-                .map(|(i, distance)| Member {
-                    id: ids[i],
-                    path: paths[i].clone(),
-                    label: labels[i].clone(),
-                    distance,
-                })
-                .collect(),
-        })
-        .collect();
+    let clusters = clusters::summarise(&clustering, &selected, args.members);
     let report = Report {
+        space: args.space.into(),
         k: clustering.centroids.len(),
         images: points.len(),
         inertia: clustering.inertia,
@@ -149,69 +122,6 @@ pub fn run(args: Args) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Each cluster's size and its `n` points nearest its centroid (index into
-/// `points`, distance), nearest first.
-fn central_members(
-    clustering: &Clustering,
-    points: &[Vec<f32>],
-    n: usize,
-) -> Vec<(usize, Vec<(usize, f32)>)> {
-    let mut by_cluster: Vec<Vec<(usize, f32)>> = vec![Vec::new(); clustering.centroids.len()];
-    for (i, (&c, p)) in clustering.assignment.iter().zip(points).enumerate() {
-        let d = p
-            .iter()
-            .zip(&clustering.centroids[c])
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f32>()
-            .sqrt();
-        by_cluster[c].push((i, d));
-    }
-    by_cluster
-        .into_iter()
-        .map(|mut members| {
-            let size = members.len();
-            members.sort_by(|a, b| a.1.total_cmp(&b.1));
-            members.truncate(n);
-            (size, members)
-        })
-        .collect()
-}
-
-/// What a cluster looks like to the decoder: its centroid decoded where the
-/// index stores latents; for a model with an embedding head, the decoded
-/// mean latent of its central images that can be read here.
-fn centroid_image(
-    model: &Model,
-    centroid: &[f32],
-    members: &[Member],
-) -> Result<Option<image::DynamicImage>> {
-    let latent = if model.embeds_latents() {
-        centroid.to_vec()
-    } else {
-        let pixels: Vec<_> = members
-            .iter()
-            .filter_map(|m| {
-                prepare::file(&m.path, model.input_shape(), DecodeLimits::default()).ok()
-            })
-            .map(|(_, image)| image.pixels)
-            .collect();
-        if pixels.is_empty() {
-            return Ok(None);
-        }
-        let latents = model.latents(&pixels)?;
-        let dim = latents[0].len();
-        (0..dim)
-            .map(|d| latents.iter().map(|l| l[d]).sum::<f32>() / latents.len() as f32)
-            .collect()
-    };
-    let decoded = model.decode(&[latent])?.remove(0);
-    Ok(Some(imageio::planar_to_image(
-        &decoded.data,
-        decoded.size,
-        decoded.channels,
-    )))
-}
-
 fn write_sheet(
     model: &Model,
     clustering: &Clustering,
@@ -223,7 +133,9 @@ fn write_sheet(
     let mut tiles = Vec::new();
     for (cluster, centroid) in report.clusters.iter().zip(&clustering.centroids) {
         let caption = format!("#{} n={}", cluster.id, cluster.size);
-        tiles.push((caption, centroid_image(model, centroid, &cluster.members)?));
+        let decoded = clusters::decoded_centroid(model, centroid, &cluster.members)?;
+        let image = decoded.map(|p| imageio::planar_to_image(&p.data, p.size, p.channels));
+        tiles.push((caption, image));
         for m in &cluster.members {
             tiles.push((format!("d={:.2}", m.distance), open(&m.path)));
         }

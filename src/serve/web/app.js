@@ -145,6 +145,203 @@ async function refreshJobs() {
   } catch (e) { $("jobs").textContent = e.message; }
 }
 
+// The map: points from /api/map drawn on a canvas, with pan and zoom.
+// Far out each image is a dot in its label's colour; zoomed in, the
+// visible images are drawn as thumbnails. Hover names the image; a click
+// (not a drag) searches from it.
+const map = { points: [], colours: {}, scale: 1, ox: 0, oy: 0, thumbs: new Map(), hover: null };
+
+function mapScreen(p) {
+  return [p.x * map.scale + map.ox, -p.y * map.scale + map.oy];
+}
+
+function mapNearest(sx, sy, within) {
+  let best = null, bestD = within * within;
+  for (const p of map.points) {
+    const [x, y] = mapScreen(p);
+    const d = (x - sx) ** 2 + (y - sy) ** 2;
+    if (d <= bestD) { best = p; bestD = d; }
+  }
+  return best;
+}
+
+function mapThumb(p) {
+  let img = map.thumbs.get(p.id);
+  if (!img) {
+    img = new Image();
+    img.onload = () => requestAnimationFrame(drawMap);
+    img.src = `/api/images/${p.id}/thumbnail`;
+    map.thumbs.set(p.id, img);
+  }
+  return img;
+}
+
+function drawMap() {
+  const canvas = $("map-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const visible = map.points.filter((p) => {
+    const [x, y] = mapScreen(p);
+    return x > -40 && y > -40 && x < canvas.width + 40 && y < canvas.height + 40;
+  });
+  // Thumbnails once few enough images are in view for each to have room.
+  const side = Math.min(64, Math.sqrt((canvas.width * canvas.height) / Math.max(1, visible.length)) * 0.6);
+  const thumbs = visible.length <= 400 && side >= 20;
+  for (const p of visible) {
+    const [x, y] = mapScreen(p);
+    ctx.fillStyle = map.colours[p.label] || "#48c";
+    if (thumbs) {
+      ctx.fillRect(x - side / 2 - 2, y - side / 2 - 2, side + 4, side + 4);
+      const img = mapThumb(p);
+      if (img.complete && img.naturalWidth) ctx.drawImage(img, x - side / 2, y - side / 2, side, side);
+    } else {
+      ctx.beginPath();
+      ctx.arc(x, y, 3, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+  if (map.hover) {
+    const [x, y] = mapScreen(map.hover);
+    ctx.strokeStyle = "#000";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(x - 8, y - 8, 16, 16);
+  }
+  canvas.dataset.drawn = String(visible.length);
+  canvas.dataset.thumbnails = String(thumbs);
+}
+
+function fitMap() {
+  const canvas = $("map-canvas");
+  const xs = map.points.map((p) => p.x), ys = map.points.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  map.scale = 0.9 * Math.min(canvas.width / Math.max(x1 - x0, 1e-6), canvas.height / Math.max(y1 - y0, 1e-6));
+  map.ox = canvas.width / 2 - map.scale * (x0 + x1) / 2;
+  map.oy = canvas.height / 2 + map.scale * (y0 + y1) / 2;
+}
+
+async function loadMap() {
+  const params = new URLSearchParams({ method: $("map-method").value });
+  const label = $("map-label").value.trim();
+  if (label) params.set("label", label);
+  $("map-info").textContent = "laying out…";
+  try {
+    const r = await api(`/api/map?${params}`);
+    map.points = r.points;
+    map.colours = r.label_colours;
+    map.hover = null;
+    $("map-info").textContent = r.images === 0 ? "no images selected"
+      : `${r.images} images (${r.points.length} shown) · ${r.method} · ${r.seconds.toFixed(2)}s`;
+    $("map-legend").replaceChildren(...Object.entries(r.label_colours).map(([l, c]) => {
+      const span = document.createElement("span");
+      span.style.setProperty("--c", c);
+      span.textContent = l;
+      return span;
+    }));
+    if (map.points.length) fitMap();
+    drawMap();
+    $("map-canvas").dataset.points = String(map.points.length);
+    $("map-canvas").dataset.ids = JSON.stringify(map.points.map((p) => p.id));
+  } catch (e) { $("map-info").textContent = e.message; }
+}
+
+// Canvas pixels from a mouse event (the canvas may be drawn scaled).
+function canvasXY(e) {
+  const canvas = $("map-canvas"), box = canvas.getBoundingClientRect();
+  return [(e.clientX - box.left) * canvas.width / box.width, (e.clientY - box.top) * canvas.height / box.height];
+}
+
+// Where image `id` is drawn, in CSS pixels from the canvas's top left
+// (for tests and tooling).
+window.imgsearchMap = {
+  screenOf(id) {
+    const p = map.points.find((q) => q.id === id);
+    if (!p) return null;
+    const canvas = $("map-canvas"), box = canvas.getBoundingClientRect();
+    const [x, y] = mapScreen(p);
+    return [x * box.width / canvas.width, y * box.height / canvas.height];
+  },
+};
+
+{
+  const canvas = $("map-canvas");
+  let drag = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    drag = { x: e.clientX, y: e.clientY, ox: map.ox, oy: map.oy, moved: false };
+    canvas.classList.add("dragging");
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (drag) {
+      const box = canvas.getBoundingClientRect(), k = canvas.width / box.width;
+      const dx = (e.clientX - drag.x) * k, dy = (e.clientY - drag.y) * k;
+      if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+      map.ox = drag.ox + dx;
+      map.oy = drag.oy + dy;
+      drawMap();
+      return;
+    }
+    const [x, y] = canvasXY(e);
+    const p = mapNearest(x, y, 10);
+    if (p !== map.hover) {
+      map.hover = p;
+      $("map-info").textContent = p ? `${p.path}${p.label ? " · " + p.label : ""}` : "";
+      canvas.title = p ? p.path : "";
+      drawMap();
+    }
+  });
+  window.addEventListener("pointerup", (e) => {
+    if (!drag) return;
+    const clicked = !drag.moved;
+    drag = null;
+    canvas.classList.remove("dragging");
+    if (clicked && e.target === canvas) {
+      const [x, y] = canvasXY(e);
+      const p = mapNearest(x, y, 10);
+      if (p) searchById(p.id);
+    }
+  });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const [x, y] = canvasXY(e);
+    const f = Math.exp(-e.deltaY / 500);
+    map.ox = x - (x - map.ox) * f;
+    map.oy = y - (y - map.oy) * f;
+    map.scale *= f;
+    drawMap();
+  }, { passive: false });
+}
+
+async function loadClusters() {
+  const params = new URLSearchParams({ k: String(Number($("clusters-k").value) || 10) });
+  const label = $("clusters-label").value.trim();
+  if (label) params.set("label", label);
+  $("clusters-info").textContent = "clustering…";
+  try {
+    const r = await api(`/api/clusters?${params}`);
+    const quality = r.purity === undefined ? "" : ` · purity ${r.purity.toFixed(3)}, NMI ${r.nmi.toFixed(3)}`;
+    $("clusters-info").textContent = `${r.k} clusters of ${r.images} images${quality}`;
+    $("clusters").replaceChildren(...r.clusters.map((c) => {
+      const row = document.createElement("div");
+      row.className = "cluster";
+      row.dataset.id = c.id;
+      const head = document.createElement("div");
+      head.className = "centroid";
+      if (c.centroid_image) {
+        const img = document.createElement("img");
+        img.src = c.centroid_image;
+        img.alt = `decoded centroid of cluster ${c.id}`;
+        img.title = "what the decoder draws at the cluster's centre";
+        head.append(img);
+      }
+      head.append(document.createTextNode(`cluster ${c.id} · ${c.size} images`));
+      const grid = document.createElement("div");
+      grid.className = "grid";
+      grid.append(...c.members.map((m) => card(m, [`d ${m.distance.toFixed(3)}`, m.label])));
+      row.append(head, grid);
+      return row;
+    }));
+  } catch (e) { $("clusters-info").textContent = e.message; }
+}
+
 function showTab(name) {
   for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t.dataset.tab === name);
   for (const p of document.querySelectorAll(".panel")) p.classList.toggle("hidden", p.id !== `tab-${name}`);
@@ -154,6 +351,8 @@ for (const t of document.querySelectorAll(".tab")) {
   t.addEventListener("click", () => {
     showTab(t.dataset.tab);
     if (t.dataset.tab === "anomalies") loadAnomalies();
+    if (t.dataset.tab === "map" && map.points.length === 0) loadMap();
+    if (t.dataset.tab === "clusters" && !$("clusters").hasChildNodes()) loadClusters();
     if (t.dataset.tab === "ingest") refreshJobs();
   });
 }
@@ -168,6 +367,8 @@ drop.addEventListener("drop", (e) => {
 });
 $("load-anomalies").addEventListener("click", loadAnomalies);
 $("load-duplicates").addEventListener("click", loadDuplicates);
+$("load-map").addEventListener("click", loadMap);
+$("load-clusters").addEventListener("click", loadClusters);
 $("ingest-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
