@@ -35,14 +35,25 @@ pub const NEIGHBOUR_DIMS: usize = 8;
 #[serde(rename_all = "lowercase")]
 pub enum Space {
     /// The embeddings themselves.
-    #[default]
     Embedding,
     /// A [`NEIGHBOUR_DIMS`]-dimensional neighbour layout of the embeddings
     /// (the `neighbours` map's algorithm, UMAP-style), which pulls apart
     /// groups that touch in the embedding but are linked by few neighbours
     /// (the usual UMAP-then-k-means recipe). Centroids, distances and
     /// inertia are still reported in the embedding's space.
+    #[default]
     Neighbours,
+}
+
+impl Space {
+    /// k-means restarts when none are asked for: runs in the 8-D neighbour
+    /// space are cheap and its layouts have more local optima.
+    pub fn default_restarts(self) -> usize {
+        match self {
+            Space::Embedding => 3,
+            Space::Neighbours => 10,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{blocking, ApiError, App};
-use crate::clusters::{self, ClusterError, ClusterSummary, KMeans};
+use crate::clusters::{self, ClusterError, ClusterSummary, Space};
 use crate::filter::Filter;
 use crate::imageio;
 use crate::map::{canvas, MapBuilder, MapError, Method, Point};
@@ -102,6 +102,8 @@ pub async fn map(
 #[serde(deny_unknown_fields)]
 pub struct ClusterParams {
     k: Option<usize>,
+    /// `neighbours` (default) or `embedding`.
+    space: Option<Space>,
     under: Option<PathBuf>,
     label: Option<String>,
     /// Most central images listed per cluster.
@@ -111,6 +113,7 @@ pub struct ClusterParams {
 
 #[derive(Serialize)]
 pub struct ClustersResponse {
+    space: Space,
     k: usize,
     images: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,15 +144,21 @@ pub async fn clusters(
             labelled: false,
         };
         let selected = filter.select(&app.index.store)?;
-        let kmeans = KMeans {
-            k: params.k.unwrap_or(DEFAULT_K),
-            restarts: 3,
-            seed: params.seed.unwrap_or(0),
-        };
-        let clustering = match kmeans.fit(&selected.vectors) {
-            Ok(c) => c,
+        let space = params.space.unwrap_or_default();
+        let k = params.k.unwrap_or(DEFAULT_K);
+        let seed = params.seed.unwrap_or(0);
+        let found = clusters::cluster(
+            &selected.vectors,
+            Some(k),
+            space.default_restarts(),
+            seed,
+            space,
+        );
+        let clustering = match found {
+            Ok((c, _)) => c,
             Err(ClusterError::Empty) => {
                 return Ok(Json(ClustersResponse {
+                    space,
                     k: 0,
                     images: 0,
                     purity: None,
@@ -157,7 +166,10 @@ pub async fn clusters(
                     clusters: Vec::new(),
                 }))
             }
-            Err(e) => return Err(ApiError::bad_request(e.to_string())),
+            Err(e @ (ClusterError::ZeroK | ClusterError::TooFew { .. })) => {
+                return Err(ApiError::bad_request(e.to_string()))
+            }
+            Err(e) => return Err(ApiError::internal(e.to_string())),
         };
         let members = params.members.unwrap_or(DEFAULT_MEMBERS).min(MAX_MEMBERS);
         let agreement = clusters::agreement(&clustering.assignment, &selected.labels);
@@ -176,6 +188,7 @@ pub async fn clusters(
             })
             .collect::<Result<_, ApiError>>()?;
         Ok(Json(ClustersResponse {
+            space,
             k: clustering.centroids.len(),
             images: selected.ids.len(),
             purity: agreement.map(|a| a.0),

@@ -29,17 +29,19 @@ pub struct Args {
     /// 2,000 images.
     #[arg(long)]
     auto: bool,
-    /// k-means runs from fresh k-means++ seeds; the lowest inertia is kept.
-    #[arg(long, default_value_t = 3)]
-    restarts: usize,
+    /// k-means runs from fresh k-means++ seeds; the lowest inertia is kept
+    /// (default: 10 in the neighbour space, where runs are cheap; 3 in the
+    /// embedding's).
+    #[arg(long)]
+    restarts: Option<usize>,
     /// Seed of the k-means++ draws: the same seed gives the same clusters.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where k-means runs: `embedding` (the stored embeddings) or
-    /// `neighbours` (an 8-D neighbour layout of them, UMAP-style, which
-    /// separates groups that touch but share few neighbours). Centroids and
-    /// distances are reported in the embedding either way.
-    #[arg(long, value_enum, default_value_t = SpaceArg::Embedding)]
+    /// Where k-means runs: `neighbours` (an 8-D neighbour layout of the
+    /// embeddings, UMAP-style, which separates groups that touch but share
+    /// few neighbours) or `embedding` (the stored embeddings as they are).
+    /// Centroids and distances are reported in the embedding either way.
+    #[arg(long, value_enum, default_value_t = SpaceArg::Neighbours)]
     space: SpaceArg,
     /// Most central images listed per cluster.
     #[arg(long, default_value_t = 8)]
@@ -97,8 +99,9 @@ pub fn run(args: Args) -> Result<Outcome> {
     let selected = args.filter.filter().select(&index.store)?;
     let points = &selected.vectors;
     let k = (!args.auto).then_some(args.k as usize);
-    let (clustering, silhouettes) =
-        clusters::cluster(points, k, args.restarts, args.seed, args.space.into())?;
+    let space = clusters::Space::from(args.space);
+    let restarts = args.restarts.unwrap_or(space.default_restarts());
+    let (clustering, silhouettes) = clusters::cluster(points, k, restarts, args.seed, space)?;
     let (purity, nmi) = match clusters::agreement(&clustering.assignment, &selected.labels) {
         Some((p, n)) => (Some(p), Some(n)),
         None => (None, None),
