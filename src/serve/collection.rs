@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{blocking, ApiError, App};
 use crate::clusters::{self, ClusterError, ClusterSummary, Space};
-use crate::filter::Filter;
+use crate::filter::{Filter, Selection};
 use crate::imageio;
 use crate::map::{canvas, MapBuilder, MapError, Method, Point};
 
@@ -58,12 +58,7 @@ pub async fn map(
 ) -> Result<Json<MapResponse>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     blocking(move || {
-        let filter = Filter {
-            under: params.under,
-            label: params.label,
-            labelled: false,
-        };
-        let selected = filter.select(&app.index.store)?;
+        let selected = select(&app, params.under, params.label)?;
         let method = params.method.unwrap_or(Method::Pca);
         let seed = params.seed.unwrap_or(0);
         let layout = match MapBuilder::new(method).seed(seed).build(&selected.vectors) {
@@ -138,12 +133,7 @@ pub async fn clusters(
 ) -> Result<Json<ClustersResponse>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
     blocking(move || {
-        let filter = Filter {
-            under: params.under,
-            label: params.label,
-            labelled: false,
-        };
-        let selected = filter.select(&app.index.store)?;
+        let selected = select(&app, params.under, params.label)?;
         let space = params.space.unwrap_or_default();
         let k = params.k.unwrap_or(DEFAULT_K);
         let seed = params.seed.unwrap_or(0);
@@ -197,6 +187,16 @@ pub async fn clusters(
         }))
     })
     .await
+}
+
+/// The images under a folder and with a label, when asked.
+fn select(app: &App, under: Option<PathBuf>, label: Option<String>) -> Result<Selection, ApiError> {
+    let filter = Filter {
+        under,
+        label,
+        labelled: false,
+    };
+    Ok(filter.select(&app.index.store)?)
 }
 
 fn png_data_url(pixels: &imageio::Pixels) -> Result<String, ApiError> {

@@ -118,6 +118,16 @@ impl Session<'_> {
             .to_string()
     }
 
+    /// Clicks the element `css` selects, as a person would.
+    fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.driver.call(
+            "POST",
+            &self.path(&format!("/element/{element}/click")),
+            Some(json!({})),
+        );
+    }
+
     fn run(&self, script: &str) -> Value {
         self.driver.call(
             "POST",
@@ -247,12 +257,7 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
 
     // Clicking a result searches from it: it comes back first, at distance 0.
     let target = session.run("return document.querySelectorAll('#results .card')[3].dataset.id");
-    let card = session.find("#results .card:nth-child(4)");
-    session.driver.call(
-        "POST",
-        &session.path(&format!("/element/{card}/click")),
-        Some(json!({})),
-    );
+    session.click("#results .card:nth-child(4)");
     session.wait_for(
         "the search from the clicked result",
         &format!(
@@ -270,12 +275,7 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
     );
 
     // The anomalies tab lists thumbnails too.
-    let tab = session.find(".tab[data-tab=anomalies]");
-    session.driver.call(
-        "POST",
-        &session.path(&format!("/element/{tab}/click")),
-        Some(json!({})),
-    );
+    session.click(".tab[data-tab=anomalies]");
     session.wait_for(
         "anomaly thumbnails",
         "const imgs = [...document.querySelectorAll('#anomalies .card img')];
@@ -284,12 +284,7 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
     session.screenshot(&artifacts.join("browser-anomalies.png"));
 
     // The map tab lays out every image; a click on one searches from it.
-    let tab = session.find(".tab[data-tab=map]");
-    session.driver.call(
-        "POST",
-        &session.path(&format!("/element/{tab}/click")),
-        Some(json!({})),
-    );
+    session.click(".tab[data-tab=map]");
     session.wait_for(
         "the map's 120 points",
         "return document.getElementById('map-canvas').dataset.points === '120'",
@@ -340,12 +335,7 @@ fn page_uploads_an_image_and_shows_neighbours_in_chromium() {
     );
 
     // The clusters tab: ten rows, each with its decoded centroid and members.
-    let tab = session.find(".tab[data-tab=clusters]");
-    session.driver.call(
-        "POST",
-        &session.path(&format!("/element/{tab}/click")),
-        Some(json!({})),
-    );
+    session.click(".tab[data-tab=clusters]");
     session.wait_for(
         "ten clusters with decoded centroids and member thumbnails",
         "const rows = [...document.querySelectorAll('#clusters .cluster')];
