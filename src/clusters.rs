@@ -80,6 +80,17 @@ pub fn cluster(
     if points.is_empty() {
         return Err(ClusterError::Empty);
     }
+    // Refuse a bad k before the layout is paid for.
+    match k {
+        Some(0) => return Err(ClusterError::ZeroK),
+        Some(k) if k > points.len() => {
+            return Err(ClusterError::TooFew {
+                k,
+                points: points.len(),
+            })
+        }
+        _ => {}
+    }
     let layout = match space {
         Space::Embedding => None,
         Space::Neighbours => Some(neighbour_coordinates(points, seed)?),
