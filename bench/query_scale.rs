@@ -16,32 +16,20 @@
 //! number of queries (default 1000), `BENCH_COLD_RUNS` the cold runs (20).
 //! Indexes are kept in `target/bench-query/` and reused while they match.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use imgsearch::ann::Graph;
-use imgsearch::dataset::{self, DatasetName, Split};
+use imgsearch::dataset;
 use imgsearch::index::Index;
-use imgsearch::model::Model;
-use imgsearch::store::{Change, Record};
-use rand::{Rng, SeedableRng};
 
 const K: usize = 10;
 
 #[path = "common.rs"]
 mod common;
-use common::peak_rss_mb;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(samples: &mut [f64]) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    (percentile(samples, 0.5), percentile(samples, 0.99))
-}
+use common::latents::Latents;
+use common::{p50_p99 as ms, peak_rss_mb};
 
 fn main() -> anyhow::Result<()> {
     let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
@@ -68,48 +56,17 @@ fn main() -> anyhow::Result<()> {
         "build the CLI first: cargo build --release"
     );
 
-    let model = Model::load("digits")?;
-    let dim = model.embedding_dim();
-    let mnist = root.join("mnist");
-    let train = dataset::load(DatasetName::Mnist, &mnist, Split::Train, None)?;
-    let test = dataset::load(DatasetName::Mnist, &mnist, Split::Test, Some(n_queries))?;
-    let t = Instant::now();
-    let embed = |ds: &dataset::Dataset| -> anyhow::Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(ds.len());
-        for start in (0..ds.len()).step_by(1024) {
-            let px: Vec<_> = (start..(start + 1024).min(ds.len()))
-                .map(|i| ds.pixels(i))
-                .collect();
-            out.extend(model.embed(&px)?);
-        }
-        Ok(out)
-    };
-    let base = embed(&train)?;
-    let queries = embed(&test)?;
-    println!(
-        "embedded {} train and {} test images in {:.1} s",
-        base.len(),
-        queries.len(),
-        t.elapsed().as_secs_f64()
-    );
+    let latents = Latents::load(&root, n_queries)?;
+    let (test, queries) = (&latents.test, &latents.queries);
     // The query image the cold runs use: a test image, as a PNG file.
     let query_png = work.join("query.png");
     imgsearch::imageio::planar_to_image(test.image(0), test.size, test.channels)
         .save(&query_png)?;
 
-    let mut std = vec![0f32; dim];
-    let mean: Vec<f32> = (0..dim)
-        .map(|d| base.iter().map(|v| v[d]).sum::<f32>() / base.len() as f32)
-        .collect();
-    for d in 0..dim {
-        std[d] =
-            (base.iter().map(|v| (v[d] - mean[d]).powi(2)).sum::<f32>() / base.len() as f32).sqrt();
-    }
-
     let mut rows = Vec::new();
     for &size in &sizes {
         let dir = work.join(format!("idx-{size}"));
-        let built = build_index(&dir, size, &base, &train, &std)?;
+        let (built, _) = latents.build_index(&dir, size)?;
         println!("\n== {size} vectors ({built}) ==");
 
         // Warm, in this process: the graph loaded, the flat file mapped.
@@ -127,7 +84,7 @@ fn main() -> anyhow::Result<()> {
 
         let mut exact_ms = Vec::new();
         let mut truth = Vec::new();
-        for q in &queries {
+        for q in queries {
             let t = Instant::now();
             let hits = flat.search(&[q.as_slice()], K, &|_| true).remove(0);
             exact_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -142,7 +99,7 @@ fn main() -> anyhow::Result<()> {
             .zip(&truth)
             .all(|(b, t)| b.iter().map(|h| h.0).collect::<Vec<_>>() == *t));
         let (e50, e99) = ms(&mut exact_ms);
-        let scan_ns_per_float = e50 * 1e6 / (size * dim) as f64;
+        let scan_ns_per_float = e50 * 1e6 / (size * latents.std.len()) as f64;
         println!(
             "exact scan: p50 {e50:.2} ms, p99 {e99:.2} ms ({scan_ns_per_float:.3} ns per float); batched {batched_ms:.2} ms/query"
         );
@@ -237,87 +194,4 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\npeak RSS of this process: {:.0} MB", peak_rss_mb());
     Ok(())
-}
-
-/// Writes (or reuses) an index of `size` vectors: the base latents, then
-/// noisy replicas of them.
-fn build_index(
-    dir: &Path,
-    size: usize,
-    base: &[Vec<f32>],
-    train: &dataset::Dataset,
-    std: &[f32],
-) -> anyhow::Result<String> {
-    if let Ok(index) = Index::open(dir, None, false) {
-        if index.store.live_count()? as usize == size {
-            // A graph saved with other parameters is rebuilt (and saved) here.
-            let t = Instant::now();
-            index.load_graph()?;
-            index.save()?;
-            return Ok(format!(
-                "reused, graph ready in {:.0} s",
-                t.elapsed().as_secs_f64()
-            ));
-        }
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)?;
-    }
-    let t = Instant::now();
-    let index = Index::open(dir, Some("digits"), true)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(size as u64);
-    // Box–Muller: a standard normal sample from two uniforms.
-    let mut gauss = move || {
-        let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    };
-    let virtual_root = PathBuf::from("/bench/mnist");
-    let batch = 20_000;
-    let mut i = 0;
-    while i < size {
-        let mut changes = Vec::with_capacity(batch);
-        for j in i..(i + batch).min(size) {
-            let (src, rep) = (j % base.len(), j / base.len());
-            let mut v = base[src].clone();
-            if rep > 0 {
-                for (x, s) in v.iter_mut().zip(std) {
-                    *x += 0.05 * s * gauss();
-                }
-            }
-            let label = train.class_name(src).to_string();
-            let path = virtual_root.join(format!("r{rep}/{label}/{src:05}.png"));
-            changes.push(Change::Add {
-                record: Record {
-                    path: imgsearch::store::path_to_bytes(&path),
-                    size: 300,
-                    mtime_ns: 1,
-                    hash: *blake3::hash(path.as_os_str().as_encoded_bytes()).as_bytes(),
-                    label: Some(label),
-                    width: 28,
-                    height: 28,
-                    recon_error: 0.0,
-                    ingested_at: 0,
-                },
-                vector: v,
-            });
-        }
-        let ids = index.store.apply(&changes)?;
-        let points: Vec<(u64, Vec<f32>)> = ids
-            .into_iter()
-            .zip(changes.into_iter().map(|c| match c {
-                Change::Add { vector, .. } => vector,
-                _ => unreachable!(),
-            }))
-            .collect();
-        index.ann_mut().insert(&index.store, &points)?;
-        i += points.len();
-        eprint!("\rbuilding {size}: {i}");
-    }
-    index.save()?;
-    eprintln!();
-    Ok(format!(
-        "built in {:.0} s, {:.0} MB on disk",
-        t.elapsed().as_secs_f64(),
-        index.status()?.bytes_on_disk as f64 / 1e6
-    ))
 }

@@ -15,10 +15,17 @@
 //! - during ingest, HNSW: the target (0 errors, p99 <= 50 ms);
 //! - idle, uploads (multipart PNG, decoded and embedded per request).
 //!
+//! Closed loop (the default): each client sends its next request as soon as
+//! its answer arrives, so latency is about clients / throughput. Open loop
+//! (`SERVE_RATE=1000`): requests leave on a fixed schedule of that many per
+//! second, spread over the clients, whatever the server does, and each
+//! latency counts from the moment its request was due (so a stall delays
+//! every request behind it, and shows; no coordinated omission).
+//!
 //! Run: `cargo bench --bench serve_load`. Settings (environment):
 //! `SERVE_WORK` (default target/serve-bench), `SERVE_BASE` (100000),
 //! `SERVE_NEW` (10000), `SERVE_CLIENTS` (64), `SERVE_SECONDS` (30; the
-//! idle phases run a third of it).
+//! idle phases run a third of it), `SERVE_RATE` (0: closed loop).
 
 mod common;
 #[path = "../tests/e2e/common/http.rs"]
@@ -57,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     let (base_n, new_n) = (env_or("SERVE_BASE", 100_000), env_or("SERVE_NEW", 10_000));
     let clients = env_or("SERVE_CLIENTS", 64);
     let seconds = env_or("SERVE_SECONDS", 30) as u64;
+    let rate = Some(env_or("SERVE_RATE", 0) as f64).filter(|&r| r > 0.0);
 
     // The base index, built once.
     let base_index = work.join(format!("base-index-{base_n}"));
@@ -144,7 +152,7 @@ fn main() -> anyhow::Result<()> {
     run_phase(
         server_pid,
         addr,
-        clients,
+        (clients, rate),
         Duration::from_secs(2),
         Query::Id { exact: false },
         ids.clone(),
@@ -156,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         run_phase(
             server_pid,
             addr,
-            clients,
+            (clients, rate),
             Duration::from_secs(idle),
             Query::Id { exact: false },
             ids.clone(),
@@ -168,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         run_phase(
             server_pid,
             addr,
-            clients,
+            (clients, rate),
             Duration::from_secs(idle),
             Query::Id { exact: true },
             ids.clone(),
@@ -182,7 +190,7 @@ fn main() -> anyhow::Result<()> {
     let during = run_phase(
         server_pid,
         addr,
-        clients,
+        (clients, rate),
         Duration::from_secs(seconds),
         Query::Id { exact: false },
         ids.clone(),
@@ -197,7 +205,7 @@ fn main() -> anyhow::Result<()> {
         run_phase(
             server_pid,
             addr,
-            clients,
+            (clients, rate),
             Duration::from_secs(idle),
             Query::Upload,
             ids.clone(),
@@ -206,8 +214,9 @@ fn main() -> anyhow::Result<()> {
     ));
     let rss = common::peak_rss_mb_of(&server.child.id().to_string());
 
+    let load = rate.map_or("closed loop".to_string(), |r| format!("open loop at {r:.0} req/s"));
     println!(
-        "\n== {clients} clients, {base_n} images (+{new_n} ingested during the third phase) =="
+        "\n== {clients} clients, {load}, {base_n} images (+{new_n} ingested during the third phase) =="
     );
     println!(
         "{:<22} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12} {:>12}",
@@ -311,12 +320,14 @@ impl Stats {
     }
 }
 
-/// `clients` threads, each on its own keep-alive connection, asking as fast
-/// as answers come for `length`.
+/// `clients` threads, each on its own keep-alive connection, for `length`:
+/// asking as fast as answers come, or, with a `rate`, on a fixed schedule
+/// (request `i` of client `c` is due at `(i · clients + c) / rate` seconds),
+/// timing each from when it was due.
 fn run_phase(
     server: u32,
     addr: SocketAddr,
-    clients: usize,
+    (clients, rate): (usize, Option<f64>),
     length: Duration,
     query: Query,
     ids: std::ops::Range<u64>,
@@ -336,8 +347,22 @@ fn run_phase(
                     let mut latencies = Vec::new();
                     let (mut errors, mut first_error, mut hnsw) = (0, None, 0);
                     let mut client = http::Client::connect(addr).ok();
+                    let mut sent = 0usize;
                     while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
+                        let t = match rate {
+                            None => Instant::now(),
+                            Some(rate) => {
+                                let due = started + Duration::from_secs_f64((sent * clients + c) as f64 / rate);
+                                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                    std::thread::sleep(wait);
+                                }
+                                due
+                            }
+                        };
+                        sent += 1;
+                        if started.elapsed() >= length {
+                            break;
+                        }
                         let result = match client.as_mut() {
                             None => Err(std::io::Error::other("not connected")),
                             Some(client) => match query {

@@ -211,6 +211,11 @@ impl Index {
         Ok(self.ann.write().replace_graph(graph, &self.store)?)
     }
 
+    /// Bytes the index folder takes on disk.
+    pub fn bytes_on_disk(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+
     pub fn status(&self) -> Result<Status, IndexError> {
         let labels = self.store.label_counts()?;
         let images = self.store.live_count()?;
@@ -239,6 +244,7 @@ impl Index {
             labels,
             unlabelled,
             bytes_on_disk: dir_size(&self.dir),
+            files: file_sizes(&self.dir),
             model_renamed,
         })
     }
@@ -292,6 +298,9 @@ pub struct Status {
     pub labels: std::collections::BTreeMap<String, u64>,
     pub unlabelled: u64,
     pub bytes_on_disk: u64,
+    /// What each top-level file or folder of the index takes on disk
+    /// (`db/`: the store; `hnsw-*/`: the graph dump), largest first.
+    pub files: Vec<FileSize>,
     /// When the model the index was built with has since been renamed (a
     /// default replaced by a new one): its name now, and what to run to move
     /// to the model that took over the old name.
@@ -304,6 +313,37 @@ pub struct Status {
 pub struct ModelRenamed {
     pub now_called: String,
     pub advice: String,
+}
+
+/// One entry of an index folder and its size on disk.
+#[derive(Debug, Serialize)]
+pub struct FileSize {
+    /// The name inside the index folder; folders end in `/`.
+    pub name: String,
+    pub bytes: u64,
+}
+
+fn file_sizes(dir: &Path) -> Vec<FileSize> {
+    let mut files: Vec<FileSize> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let kind = entry.file_type().ok()?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if kind.is_dir() {
+                Some(FileSize {
+                    name: format!("{name}/"),
+                    bytes: dir_size(&entry.path()),
+                })
+            } else {
+                let bytes = entry.metadata().ok().filter(|m| m.is_file())?.len();
+                Some(FileSize { name, bytes })
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    files
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -60,6 +60,9 @@ pub struct AnnStatus {
     pub flat_rows: usize,
     /// Points in the saved graph (tombstones included), if one is saved.
     pub graph_points: Option<usize>,
+    /// The graph's construction parameters (the saved graph's, else those
+    /// a new graph gets).
+    pub graph_params: HnswParams,
 }
 
 impl Ann {
@@ -182,13 +185,16 @@ impl Ann {
     }
 
     pub fn status(&self) -> AnnStatus {
+        let (graph_points, graph_params) = match &self.graph {
+            Some(graph) => (Some(graph.points()), graph.params()),
+            None => {
+                Graph::saved(&self.dir).map_or((None, self.params), |(p, params)| (Some(p), params))
+            }
+        };
         AnnStatus {
             flat_rows: self.flat.rows(),
-            graph_points: self
-                .graph
-                .as_ref()
-                .map(Graph::points)
-                .or_else(|| Graph::saved_points(&self.dir)),
+            graph_points,
+            graph_params,
         }
     }
 }

@@ -45,6 +45,25 @@ enum JobState {
     Cancelled,
 }
 
+impl JobState {
+    fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Jobs by state, and how far the running one is.
+pub struct JobCounts {
+    pub by_state: [(&'static str, usize); 5],
+    pub running_done: u64,
+    pub running_total: u64,
+}
+
 struct Job {
     dir: PathBuf,
     exclude: Vec<String>,
@@ -108,6 +127,25 @@ impl Jobs {
             "failed": count(JobState::Failed),
             "cancelled": count(JobState::Cancelled),
         })
+    }
+
+    /// Counts by state and the running job's progress, for `/metrics`.
+    pub fn counts(&self) -> JobCounts {
+        let jobs = self.jobs.lock();
+        let by_state = [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Done,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .map(|s| (s.name(), jobs.values().filter(|j| j.state == s).count()));
+        let running = jobs.values().find(|j| j.state == JobState::Running);
+        JobCounts {
+            by_state,
+            running_done: running.map_or(0, |j| j.progress.done()),
+            running_total: running.map_or(0, |j| j.progress.total()),
+        }
     }
 
     /// Asks every queued or running job to stop (shutdown).

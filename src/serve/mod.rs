@@ -19,6 +19,7 @@ mod collection;
 mod conn;
 mod error;
 mod jobs;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +105,7 @@ pub(crate) struct App {
     pub index: Index,
     pub opts: ServeOptions,
     pub jobs: jobs::Jobs,
+    pub metrics: metrics::Metrics,
     pub started: Instant,
 }
 
@@ -136,6 +138,7 @@ pub fn serve(
         index,
         opts,
         jobs: jobs::Jobs::default(),
+        metrics: metrics::Metrics::default(),
         started: Instant::now(),
     });
     let worker = jobs::start_worker(app.clone())?;
@@ -176,6 +179,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/", get(assets::page))
         .route("/assets/{name}", get(assets::asset))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/openapi.json", get(assets::openapi))
         .route("/api/status", get(api::status))
         .route("/api/query", post(api::query))
@@ -197,6 +201,10 @@ fn router(app: Arc<App>) -> Router {
             timeout,
         ))
         .layer(axum::middleware::map_response(error::json_body))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::track,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
 }

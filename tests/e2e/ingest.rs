@@ -10,7 +10,7 @@ use std::time::Duration;
 use imgsearch::index::Index;
 use serde_json::Value;
 
-use crate::common::{assert_ok, bin, json_of, mnist_export};
+use crate::common::{assert_ok, bin, json_of, mnist_export, run_ok};
 
 fn ingest(root: &Path, index: &Path, extra: &[&str]) -> (Option<i32>, Value) {
     let out = bin()
@@ -135,6 +135,38 @@ fn ingest_counts_incremental_changes_and_bad_files() {
         .sum();
     assert_eq!(digits, 200);
     assert_eq!(s["graph_points"], good);
+    // What each part takes on disk, and the graph's parameters.
+    assert_eq!(
+        s["graph_params"],
+        serde_json::json!({"m": 16, "ef_construction": 128})
+    );
+    let files: BTreeMap<String, u64> = s["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(files["db/"] > 0 && files["vectors.flat"] > 0, "{files:?}");
+    assert!(
+        files.keys().any(|name| name.starts_with("hnsw-")),
+        "{files:?}"
+    );
+    assert_eq!(
+        files.values().sum::<u64>(),
+        s["bytes_on_disk"].as_u64().unwrap()
+    );
+    let table = run_ok(bin().arg("status").arg("--index").arg(&index));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("graph       HNSW, M 16, ef_construction 128"),
+        "{table}"
+    );
+    assert!(table.contains("  vectors.flat"), "{table}");
 
     // Nothing changed: nothing is decoded or encoded again.
     let (code, r) = ingest(&root, &index, &["--max-megapixels", "1"]);

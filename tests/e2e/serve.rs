@@ -715,3 +715,181 @@ fn idle_connections_neither_take_the_server_down_nor_stay_open() {
     assert_eq!(closed, 30, "silent connections were left open");
     assert_eq!(get(addr, "/healthz").text(), "ok");
 }
+
+/// One sample of Prometheus's text format: name, labels, value.
+type Sample = (String, std::collections::BTreeMap<String, String>, f64);
+
+/// Parses the text exposition format strictly enough to catch what a
+/// scraper would reject: `# HELP`/`# TYPE` lines, a declared type before
+/// each family's samples, metric and label names, quoted and escaped label
+/// values, and float values.
+fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c == '_' || c == ':' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut types = std::collections::BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut words = rest.splitn(3, ' ');
+            let (kind, name, tail) = (words.next().unwrap(), words.next().unwrap(), words.next());
+            assert!(name_ok(name), "{line}");
+            if kind == "TYPE" {
+                let t = tail.unwrap();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                    "{line}"
+                );
+                assert!(
+                    types.insert(name.to_string(), t.to_string()).is_none(),
+                    "twice: {line}"
+                );
+            } else {
+                assert_eq!(kind, "HELP", "{line}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series, std::collections::BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let mut labels = std::collections::BTreeMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                    assert!(name_ok(&key), "label name in {line}");
+                    assert_eq!(chars.next(), Some('"'), "{line}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().unwrap_or_else(|| panic!("{line}")) {
+                            '"' => break,
+                            '\\' => value.push(match chars.next().unwrap() {
+                                'n' => '\n',
+                                c => c,
+                            }),
+                            c => value.push(c),
+                        }
+                    }
+                    labels.insert(key, value);
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (name, labels)
+            }
+        };
+        assert!(name_ok(name), "{line}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no TYPE before {line}");
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+#[test]
+fn metrics_count_requests_per_route_in_prometheus_text() {
+    let Some(Served {
+        tmp: _tmp,
+        digits,
+        server,
+        ..
+    }) = serve_digits()
+    else {
+        return;
+    };
+    let addr = server.addr;
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/api/status").status, 200);
+    }
+    let id = find_id(addr, &files(&digits)[3]);
+    for _ in 0..2 {
+        assert_eq!(
+            post_json(addr, "/api/query", &json!({"id": id, "k": 3})).status,
+            200
+        );
+    }
+    assert_eq!(get(addr, "/api/images/987654").status, 404);
+    assert_eq!(get(addr, "/no/such/page").status, 404);
+
+    let response = get(addr, "/metrics");
+    assert_eq!(response.status, 200);
+    assert!(response
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let samples = parse_prometheus(&response.text());
+    let value = |name: &str, want: &[(&str, &str)]| -> Option<f64> {
+        samples
+            .iter()
+            .find(|(n, labels, _)| {
+                n == name
+                    && labels.len() == want.len()
+                    && want
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.2)
+    };
+    let requests = |method: &str, route: &str, status: &str| {
+        value(
+            "imgsearch_http_requests_total",
+            &[("method", method), ("route", route), ("status", status)],
+        )
+    };
+    assert_eq!(requests("GET", "/api/status", "200"), Some(3.0));
+    // find_id's upload is the third query.
+    assert_eq!(requests("POST", "/api/query", "200"), Some(3.0));
+    // Routes are counted by pattern, never by the id asked for.
+    assert_eq!(requests("GET", "/api/images/{id}", "404"), Some(1.0));
+    assert_eq!(requests("GET", "unmatched", "404"), Some(1.0));
+    assert!(samples
+        .iter()
+        .all(|(_, labels, _)| !labels.values().any(|v| v.contains("987654"))));
+    // The histogram is cumulative and ends at the count.
+    let route = [("method", "GET"), ("route", "/api/status")];
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "imgsearch_http_request_duration_seconds_bucket" && l["route"] == "/api/status"
+        })
+        .map(|s| s.2)
+        .collect();
+    assert!(
+        buckets.len() > 5 && buckets.windows(2).all(|w| w[0] <= w[1]),
+        "{buckets:?}"
+    );
+    assert_eq!(*buckets.last().unwrap(), 3.0);
+    assert_eq!(
+        value("imgsearch_http_request_duration_seconds_count", &route),
+        Some(3.0)
+    );
+    assert!(value("imgsearch_http_request_duration_seconds_sum", &route).unwrap() > 0.0);
+    assert_eq!(value("imgsearch_index_images", &[]), Some(200.0));
+    assert_eq!(value("imgsearch_index_graph_points", &[]), Some(200.0));
+    assert!(value("imgsearch_index_bytes", &[]).unwrap() > 0.0);
+    assert_eq!(
+        value("imgsearch_ingest_jobs", &[("state", "running")]),
+        Some(0.0)
+    );
+    // The scrape itself is counted once it is answered.
+    let again = parse_prometheus(&get(addr, "/metrics").text());
+    assert!(again
+        .iter()
+        .any(|(n, l, v)| n == "imgsearch_http_requests_total"
+            && l["route"] == "/metrics"
+            && *v == 1.0));
+}

@@ -37,11 +37,20 @@ impl Table for Status {
                 .graph_points
                 .map_or("not built yet".into(), |p| format!("{p} points"))
         )?;
+        let params = &self.ann.graph_params;
+        writeln!(
+            out,
+            "graph       HNSW, M {}, ef_construction {}",
+            params.m, params.ef_construction
+        )?;
         writeln!(
             out,
             "size        {:.1} MB on disk",
             self.bytes_on_disk as f64 / 1e6
         )?;
+        for file in &self.files {
+            writeln!(out, "  {:<20} {:>10}", file.name, size_text(file.bytes))?;
+        }
         for r in &self.roots {
             writeln!(out, "root        {}", r.display())?;
         }
@@ -57,5 +66,14 @@ impl Table for Status {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes for a reader: KB below a megabyte, else MB (decimal units, as `size`).
+fn size_text(bytes: u64) -> String {
+    if bytes < 1_000_000 {
+        format!("{:.1} KB", bytes as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
     }
 }

@@ -1,0 +1,359 @@
+//! The graph beside its peers: hnsw_rs as imgsearch uses it, hnswlib and
+//! faiss (`IndexHNSWFlat`, `IndexFlatL2`), on exactly the same vectors and
+//! queries, on this machine, in one run.
+//!
+//! The vectors are the replicated `digits` latents of "Query at scale"
+//! (`common::latents`); queries are MNIST test images. This bench writes
+//! them as raw little-endian f32 files with the exact top 10 of each query,
+//! measures imgsearch's graph (inside a real index: sled, flat file, graph),
+//! then runs `bench/ann_peers.py` in `target/venv-peers` on the same files
+//! and prints one table.
+//!
+//! Per system: build seconds and resident memory, reload seconds, recall@10
+//! and one-thread p50/p99 at several ef, batch queries/s on 2 threads, and a
+//! cold process answering one query (our CLI against Python importing the
+//! library and reading its saved index).
+//!
+//! Run: `bash bench/ann-peers.sh` (makes the venv, then
+//! `cargo bench --bench ann_peers`). `BENCH_SIZES` (default 100000),
+//! `BENCH_QUERIES` (1000), `BENCH_EFS` (16,32,64,128,256).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use imgsearch::ann::kernels::{l2sq, TopK};
+use imgsearch::dataset;
+use imgsearch::index::Index;
+use rayon::prelude::*;
+
+#[path = "common.rs"]
+mod common;
+use common::latents::Latents;
+use common::{p50_p99, run_measured};
+
+const K: usize = 10;
+
+/// One row of the table; the Python side prints the same fields as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Row {
+    size: usize,
+    system: String,
+    build_s: Option<f64>,
+    memory_mb: Option<f64>,
+    reload_s: Option<f64>,
+    ef: Option<usize>,
+    recall: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    batch_qps: Option<f64>,
+    cold_ms: Option<f64>,
+}
+
+impl Row {
+    fn new(size: usize, system: &str) -> Self {
+        Self {
+            size,
+            system: system.into(),
+            build_s: None,
+            memory_mb: None,
+            reload_s: None,
+            ef: None,
+            recall: None,
+            p50_ms: None,
+            p99_ms: None,
+            batch_qps: None,
+            cold_ms: None,
+        }
+    }
+}
+
+fn write_f32(path: &Path, rows: impl Iterator<Item = Vec<f32>>) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for row in rows {
+        out.write_all(bytemuck::cast_slice(&row))?;
+    }
+    out.flush()
+}
+
+/// What each change to how we call hnsw_rs bought, on graphs built here in
+/// memory from the same vectors: hnsw_rs's own scalar `DistL2` through the
+/// filtered search with an empty tombstone list (as before) and through the
+/// plain search, then our kernel (`imgsearch::ann::hnsw::DistL2`, now).
+fn ablation(size: usize, latents: &Latents, truth: &[Vec<u32>], efs: &[usize]) -> Vec<Row> {
+    use hnsw_rs::prelude::{Distance, Hnsw};
+    fn run<D: Distance<f32> + Send + Sync>(
+        size: usize,
+        dist: (&str, D),
+        latents: &Latents,
+        truth: &[Vec<u32>],
+        efs: &[usize],
+        modes: &[(&str, bool)],
+    ) -> Vec<Row> {
+        let base: Vec<Vec<f32>> = latents.replicated(size).collect();
+        let t = Instant::now();
+        let hnsw = Hnsw::<f32, D>::new(16, size, 16, 128, dist.1);
+        for (start, chunk) in base.chunks(4096).enumerate() {
+            let refs: Vec<(&[f32], usize)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.as_slice(), start * 4096 + i))
+                .collect();
+            hnsw.parallel_insert_slice(&refs);
+        }
+        let build_s = t.elapsed().as_secs_f64();
+        let none: &[usize] = &[];
+        let keep = |id: &usize| none.binary_search(id).is_err();
+        let mut rows = Vec::new();
+        for &(mode, filtered) in modes {
+            let mut head = Row::new(size, &format!("{}, {mode}", dist.0));
+            head.build_s = Some(build_s);
+            rows.push(head);
+            for &ef in efs {
+                let (mut lat, mut hit) = (Vec::new(), 0);
+                for (q, want) in latents.queries.iter().zip(truth) {
+                    let t = Instant::now();
+                    let found = if filtered {
+                        hnsw.search_filter(q, K, ef, Some(&keep))
+                    } else {
+                        hnsw.search(q, K, ef)
+                    };
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    hit += found
+                        .iter()
+                        .filter(|n| want.contains(&(n.d_id as u32)))
+                        .count();
+                }
+                let (p50, p99) = p50_p99(&mut lat);
+                let mut row = Row::new(size, "");
+                row.ef = Some(ef);
+                row.recall = Some(hit as f64 / (K * truth.len()) as f64);
+                (row.p50_ms, row.p99_ms) = (Some(p50), Some(p99));
+                println!("{} {mode} ef {ef}: p50 {p50:.3} ms", dist.0);
+                rows.push(row);
+            }
+        }
+        rows
+    }
+    let library = ("hnsw_rs `DistL2` (scalar)", hnsw_rs::prelude::DistL2);
+    let mut rows = run(
+        size,
+        library,
+        latents,
+        truth,
+        efs,
+        &[("`search_filter` (before)", true), ("`search`", false)],
+    );
+    let ours = ("our kernel", imgsearch::ann::hnsw::DistL2);
+    rows.extend(run(
+        size,
+        ours,
+        latents,
+        truth,
+        efs,
+        &[("`search` (now)", false)],
+    ));
+    rows
+}
+
+fn main() -> anyhow::Result<()> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(root) = dataset::data_root(manifest) else {
+        println!("ann_peers: skipped, no dataset folder (set IMGSEARCH_DATA)");
+        return Ok(());
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let list = |k: &str, default: &str| -> Vec<usize> {
+        env(k)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect()
+    };
+    let sizes = list("BENCH_SIZES", "100000");
+    let efs = list("BENCH_EFS", "16,32,64,128,256");
+    let n_queries = list("BENCH_QUERIES", "1000")[0];
+    let work = manifest.join("target/bench-ann");
+    std::fs::create_dir_all(&work)?;
+    let binary = manifest.join("target/release/imgsearch");
+    anyhow::ensure!(
+        binary.is_file(),
+        "build the CLI first: cargo build --release"
+    );
+    let python = manifest.join("target/venv-peers/bin/python");
+    anyhow::ensure!(
+        python.is_file(),
+        "make the peers' venv first: bash bench/ann-peers.sh"
+    );
+
+    let latents = Latents::load(&root, n_queries)?;
+    let queries = &latents.queries;
+    let query_png = work.join("query.png");
+    let test = &latents.test;
+    imgsearch::imageio::planar_to_image(test.image(0), test.size, test.channels)
+        .save(&query_png)?;
+    let queries_file = work.join("queries.f32");
+    write_f32(&queries_file, queries.iter().cloned())?;
+
+    let mut rows: Vec<Row> = Vec::new();
+    for &size in &sizes {
+        let dir = work.join(format!("idx-{size}"));
+        let (built, insert_s) = latents.build_index(&dir, size)?;
+        println!("\n== {size} vectors: index {built} ==");
+        let build_record = dir.join("bench-build.json");
+        let insert_s = match insert_s {
+            Some(s) => {
+                std::fs::write(&build_record, serde_json::to_string(&s)?)?;
+                Some(s)
+            }
+            None => std::fs::read(&build_record)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok()),
+        };
+
+        // The exact top 10, for every system's recall.
+        let base_file = work.join(format!("base-{size}.f32"));
+        write_f32(&base_file, latents.replicated(size))?;
+        let base: Vec<Vec<f32>> = latents.replicated(size).collect();
+        let truth: Vec<Vec<u32>> = queries
+            .par_iter()
+            .map(|q| {
+                let mut top = TopK::new(K);
+                for (i, v) in base.iter().enumerate() {
+                    top.push(i as u32, l2sq(q, v));
+                }
+                top.into_sorted().into_iter().map(|(i, _)| i).collect()
+            })
+            .collect();
+        drop(base);
+        let truth_file = work.join(format!("truth-{size}.u32"));
+        std::fs::File::create(&truth_file)?.write_all(bytemuck::cast_slice(&truth.concat()))?;
+
+        // Ours: what the graph adds to a cold process answering one query
+        // (peak RSS of `query --hnsw` less that of the planned exact scan).
+        let cold_query = |extra: &[&str]| {
+            run_measured(
+                Command::new(&binary)
+                    .arg("query")
+                    .arg(&query_png)
+                    .args(["-k", "10", "--json", "--index"])
+                    .arg(&dir)
+                    .args(extra),
+            )
+        };
+        let (hnsw_wall, hnsw_peak, _) = cold_query(&["--hnsw"])?;
+        let mut cold = Vec::new();
+        let mut exact_peak = 0f64;
+        for _ in 0..10 {
+            let (wall, peak, _) = cold_query(&[])?;
+            cold.push(wall * 1e3);
+            exact_peak = exact_peak.max(peak);
+        }
+
+        // Then reload the saved graph here and search it one query at a time.
+        let index = Index::open(&dir, None, false)?;
+        let t = Instant::now();
+        index.load_graph()?;
+        let reload_s = t.elapsed().as_secs_f64();
+        let ann = index.ann();
+        let graph = ann.loaded_graph().expect("loaded");
+        // Store ids start at 0 in insertion order, so id = row.
+        let mut head = Row::new(size, "imgsearch (hnsw_rs, M 16, ef_construction 128)");
+        head.build_s = insert_s;
+        head.memory_mb = Some(hnsw_peak - exact_peak);
+        head.reload_s = Some(reload_s);
+        rows.push(head);
+        // rayon's pool starts on first use; not inside the first timing.
+        let _: Vec<_> = queries.par_iter().map(|q| graph.search(q, K, 16)).collect();
+        for &ef in &efs {
+            let (mut lat, mut hit) = (Vec::with_capacity(queries.len()), 0);
+            for (q, want) in queries.iter().zip(&truth) {
+                let t = Instant::now();
+                let found = graph.search(q, K, ef);
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                hit += found
+                    .iter()
+                    .filter(|h| want.contains(&(h.0 as u32)))
+                    .count();
+            }
+            let (p50, p99) = p50_p99(&mut lat);
+            let t = Instant::now();
+            let _: Vec<_> = queries.par_iter().map(|q| graph.search(q, K, ef)).collect();
+            let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+            let mut row = Row::new(size, "imgsearch");
+            row.ef = Some(ef);
+            row.recall = Some(hit as f64 / (K * queries.len()) as f64);
+            (row.p50_ms, row.p99_ms, row.batch_qps) = (Some(p50), Some(p99), Some(qps));
+            println!(
+                "ef {ef}: recall {:.4}, p50 {p50:.3} ms, p99 {p99:.3} ms, {qps:.0} q/s on 2 threads",
+                row.recall.unwrap()
+            );
+            rows.push(row);
+        }
+        drop(ann);
+        drop(index);
+        if size == sizes[0] {
+            rows.extend(ablation(size, &latents, &truth, &efs));
+        }
+
+        let mut row = Row::new(
+            size,
+            "imgsearch cold `query` process (exact scan, 10 runs, p50)",
+        );
+        row.cold_ms = Some(p50_p99(&mut cold).0);
+        rows.push(row);
+        let mut row = Row::new(size, "imgsearch cold `query --hnsw` process (graph reload)");
+        row.cold_ms = Some(hnsw_wall * 1e3);
+        rows.push(row);
+
+        // The peers, on the same files.
+        let out = Command::new(&python)
+            .arg(manifest.join("bench/ann_peers.py"))
+            .args(["--size", &size.to_string(), "--dim"])
+            .arg(latents.std.len().to_string())
+            .arg("--base")
+            .arg(&base_file)
+            .arg("--queries")
+            .arg(&queries_file)
+            .arg("--truth")
+            .arg(&truth_file)
+            .arg("--work")
+            .arg(&work)
+            .arg("--efs")
+            .arg(
+                efs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "bench/ann_peers.py failed");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            rows.push(serde_json::from_str(line)?);
+        }
+        let _ = std::fs::remove_file(&base_file);
+    }
+
+    let cell = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
+    println!("\n| vectors | system | build s | memory MB | reload s | ef | recall@10 | p50 ms | p99 ms | batch q/s (2 threads) | cold process ms |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.size,
+            r.system,
+            cell(r.build_s, 1),
+            cell(r.memory_mb, 0),
+            cell(r.reload_s, 2),
+            r.ef.map_or(String::new(), |e| e.to_string()),
+            cell(r.recall, 4),
+            cell(r.p50_ms, 3),
+            cell(r.p99_ms, 3),
+            cell(r.batch_qps, 0),
+            cell(r.cold_ms, 0),
+        );
+    }
+    Ok(())
+}
