@@ -69,9 +69,11 @@ impl Table for Status {
     }
 }
 
-/// Bytes for a reader: KB below a megabyte, else MB (decimal units, as `size`).
+/// Bytes for a reader, in decimal units like the total: B, KB or MB.
 fn size_text(bytes: u64) -> String {
-    if bytes < 1_000_000 {
+    if bytes < 1_000 {
+        format!("{bytes} B")
+    } else if bytes < 1_000_000 {
         format!("{:.1} KB", bytes as f64 / 1e3)
     } else {
         format!("{:.1} MB", bytes as f64 / 1e6)
