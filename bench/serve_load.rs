@@ -214,7 +214,9 @@ fn main() -> anyhow::Result<()> {
     ));
     let rss = common::peak_rss_mb_of(&server.child.id().to_string());
 
-    let load = rate.map_or("closed loop".to_string(), |r| format!("open loop at {r:.0} req/s"));
+    let load = rate.map_or("closed loop".to_string(), |r| {
+        format!("open loop at {r:.0} req/s")
+    });
     println!(
         "\n== {clients} clients, {load}, {base_n} images (+{new_n} ingested during the third phase) =="
     );

@@ -27,12 +27,28 @@ use crate::store::{path_to_bytes, Store, StoreError};
 /// exact, and at this size as fast as the graph.
 pub const EXACT_BELOW: usize = 20_000;
 
-/// Default search-time candidate list (`ef`) for the graph.
+/// Default search-time candidate list (`ef`) for graphs below
+/// [`LARGE_GRAPH`] points.
 pub const DEFAULT_EF: usize = 64;
 
-/// Cost of reloading the saved graph, per point (measured: 34 s for 1M
+/// From this many points the default `ef` doubles: at 1M replicated
+/// latents ef 64 finds 0.982 of the true top 10 (every HNSW we measured
+/// does the same), ef 128 0.997; at 100k ef 64 already finds 0.999
+/// (`bench/RESULTS.md`, "The graph beside hnswlib and faiss").
+pub const LARGE_GRAPH: usize = 300_000;
+
+/// The `ef` a search of a graph of `points` points uses unless told.
+pub fn default_ef(points: usize) -> usize {
+    if points >= LARGE_GRAPH {
+        2 * DEFAULT_EF
+    } else {
+        DEFAULT_EF
+    }
+}
+
+/// Cost of reloading the saved graph, per point (measured: 22 s for 1M
 /// points on 2 cores; see `bench/RESULTS.md`).
-pub const GRAPH_LOAD_NS_PER_POINT: f64 = 34_000.0;
+pub const GRAPH_LOAD_NS_PER_POINT: f64 = 22_000.0;
 
 /// Cost of the exact scan per stored float (measured: about 1M × 16 floats
 /// in 6 ms on 2 cores with AVX2).
@@ -56,7 +72,7 @@ pub struct QueryOptions {
     pub exact: bool,
     /// Force the graph (for comparisons; loses to exact on small sets).
     pub hnsw: bool,
-    /// Graph search candidate list size; `None`: [`DEFAULT_EF`].
+    /// Graph search candidate list size; `None`: [`default_ef`] of the graph.
     pub ef: Option<usize>,
 }
 
@@ -154,7 +170,7 @@ pub fn neighbours(
         Method::Exact => exact(ann, vectors, k, allowed.as_deref()),
         Method::Hnsw => {
             let graph = ann.loaded_graph().expect("loaded above");
-            let ef = opts.ef.unwrap_or(DEFAULT_EF).max(k);
+            let ef = opts.ef.unwrap_or(default_ef(graph.points())).max(k);
             vectors
                 .par_iter()
                 .map(|v| match &allowed {

@@ -36,6 +36,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "exact")]
     hnsw: bool,
     /// HNSW search candidate list size (larger: better recall, slower).
+    /// Default: 64, or 128 from 300,000 images.
     #[arg(long)]
     ef: Option<usize>,
     /// Print only the result paths, one per line.
