@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use imgsearch::dataset::{self, DatasetName, Split};
+use imgsearch::dataset;
 use imgsearch::model::Model;
 use imgsearch::shards::{self, Shard, ShardError, ShardMeta, ShardRow};
-use rand::{Rng, SeedableRng};
 
 #[path = "common.rs"]
 mod common;
+use common::latents::Latents;
 use common::peak_rss_mb_of;
 
 const SHARDS: u32 = 8;
@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     );
     let parts = work.join(format!("parts-{rows}"));
     let t = Instant::now();
-    let made = make_shards(&parts, rows, &root.join("mnist"))?;
+    let made = make_shards(&parts, rows, &root)?;
     println!(
         "{rows} rows in {SHARDS} shards: {} in {:.1} s ({:.0} MB)",
         if made { "written" } else { "reused" },
@@ -107,7 +107,7 @@ fn import(
 
 /// Writes the shards unless they are there with this many rows; returns
 /// whether it wrote them.
-fn make_shards(parts: &Path, rows: usize, mnist: &Path) -> anyhow::Result<bool> {
+fn make_shards(parts: &Path, rows: usize, root: &Path) -> anyhow::Result<bool> {
     let done = parts.join(
         Shard {
             index: SHARDS - 1,
@@ -120,29 +120,9 @@ fn make_shards(parts: &Path, rows: usize, mnist: &Path) -> anyhow::Result<bool> 
     }
     std::fs::create_dir_all(parts)?;
     let model = Model::load("digits")?;
-    let train = dataset::load(DatasetName::Mnist, mnist, Split::Train, None)?;
-    let mut base = Vec::with_capacity(train.len());
-    for start in (0..train.len()).step_by(1024) {
-        let px: Vec<_> = (start..(start + 1024).min(train.len()))
-            .map(|i| train.pixels(i))
-            .collect();
-        base.extend(model.embed(&px)?);
-    }
-    let dim = model.embedding_dim();
-    let mean: Vec<f32> = (0..dim)
-        .map(|d| base.iter().map(|v: &Vec<f32>| v[d]).sum::<f32>() / base.len() as f32)
-        .collect();
-    let std: Vec<f32> = (0..dim)
-        .map(|d| {
-            (base.iter().map(|v| (v[d] - mean[d]).powi(2)).sum::<f32>() / base.len() as f32).sqrt()
-        })
-        .collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rows as u64);
-    // Box–Muller: a standard normal sample from two uniforms.
-    let mut gauss = move || {
-        let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    };
+    let latents = Latents::load(root, 1)?;
+    // The same vectors as `query_scale` and `ann_peers` at this size.
+    let mut vectors = latents.replicated(rows);
     let per_shard = rows.div_ceil(SHARDS as usize);
     for s in 0..SHARDS {
         let shard = Shard {
@@ -151,15 +131,10 @@ fn make_shards(parts: &Path, rows: usize, mnist: &Path) -> anyhow::Result<bool> 
         };
         let meta = ShardMeta::of(&model, shard, &[PathBuf::from("/bench/mnist")]);
         let range = (s as usize * per_shard)..((s as usize + 1) * per_shard).min(rows);
-        let rows = range.map(|j| {
-            let (src, rep) = (j % base.len(), j / base.len());
-            let mut embedding = base[src].clone();
-            if rep > 0 {
-                for (x, s) in embedding.iter_mut().zip(&std) {
-                    *x += 0.05 * s * gauss();
-                }
-            }
-            let label = train.class_name(src).to_string();
+        let base = latents.base.len();
+        let rows = range.zip(vectors.by_ref()).map(|(j, embedding)| {
+            let (src, rep) = (j % base, j / base);
+            let label = latents.train.class_name(src).to_string();
             let path = PathBuf::from(format!("/bench/mnist/r{rep}/{label}/{src:05}.png"));
             Ok::<_, ShardError>(ShardRow {
                 blake3: *blake3::hash(path.as_os_str().as_encoded_bytes()).as_bytes(),
