@@ -227,3 +227,23 @@ mod tests {
         );
     }
 }
+
+value_enum! {
+    /// Where k-means runs.
+    SpaceArg => imgsearch::clusters::Space {
+        /// The embedding as stored.
+        Embedding,
+        /// An 8-D layout that keeps each image's nearest neighbours near.
+        Neighbours,
+    }
+}
+
+value_enum! {
+    /// How a map lays the images out on the plane.
+    MethodArg => imgsearch::map::Method {
+        /// The two leading principal axes.
+        Pca,
+        /// Neighbours kept near (UMAP-style).
+        Neighbours,
+    }
+}

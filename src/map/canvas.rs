@@ -44,25 +44,27 @@ const PALETTE: [[u8; 3]; 20] = [
     [158, 218, 229],
 ];
 
-/// The colour of each label, as `#rrggbb`, in label order (labels past the
-/// 20th reuse colours).
-pub fn label_colours<'a>(
+/// The colour of each label, in label order (labels past the 20th reuse
+/// colours).
+fn label_palette<'a>(
     labels: impl IntoIterator<Item = &'a Option<String>>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, Rgb<u8>> {
     let names: std::collections::BTreeSet<&String> = labels.into_iter().flatten().collect();
     names
         .into_iter()
         .enumerate()
-        .map(|(i, name)| {
-            let [r, g, b] = PALETTE[i % PALETTE.len()];
-            (name.clone(), format!("#{r:02x}{g:02x}{b:02x}"))
-        })
+        .map(|(i, name)| (name.clone(), Rgb(PALETTE[i % PALETTE.len()])))
         .collect()
 }
 
-fn parse_colour(hex: &str) -> Rgb<u8> {
-    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap_or(0);
-    Rgb([(v >> 16) as u8, (v >> 8) as u8, v as u8])
+/// The same colours as `#rrggbb`, for reports and the web page's legend.
+pub fn label_colours<'a>(
+    labels: impl IntoIterator<Item = &'a Option<String>>,
+) -> BTreeMap<String, String> {
+    label_palette(labels)
+        .into_iter()
+        .map(|(name, Rgb([r, g, b]))| (name, format!("#{r:02x}{g:02x}{b:02x}")))
+        .collect()
 }
 
 /// The range `[2nd, 98th]` percentile of `values`, widened when flat, so a
@@ -158,7 +160,7 @@ pub fn draw(
     labels: &[Option<String>],
     thumbnail: impl Fn(usize) -> Option<DynamicImage> + Sync,
 ) -> RgbImage {
-    let colours = label_colours(labels);
+    let colours = label_palette(labels);
     let side = placement.grid as u32 * placement.cell;
     let mut canvas = RgbImage::from_pixel(side, side, BACKGROUND);
     let frame = if colours.is_empty() {
@@ -172,10 +174,8 @@ pub fn draw(
         .par_iter()
         .map(|&(i, _, _)| {
             let mut tile = RgbImage::from_pixel(placement.cell - 2, placement.cell - 2, BACKGROUND);
-            if let Some(colour) = labels[i].as_ref().and_then(|l| colours.get(l)) {
-                for p in tile.pixels_mut() {
-                    *p = parse_colour(colour);
-                }
+            if let Some(&colour) = labels[i].as_ref().and_then(|l| colours.get(l)) {
+                tile.pixels_mut().for_each(|p| *p = colour);
             }
             let image = match thumbnail(i) {
                 Some(img) => img

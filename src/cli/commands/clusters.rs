@@ -14,7 +14,7 @@ use imgsearch::index::Index;
 use imgsearch::model::Model;
 use imgsearch::sheet;
 
-use crate::cli::args::{FilterArgs, IndexArg};
+use crate::cli::args::{FilterArgs, IndexArg, SpaceArg};
 use crate::cli::output::{self, Outcome, Table};
 
 #[derive(clap::Args)]
@@ -55,21 +55,6 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SpaceArg {
-    Embedding,
-    Neighbours,
-}
-
-impl From<SpaceArg> for clusters::Space {
-    fn from(space: SpaceArg) -> Self {
-        match space {
-            SpaceArg::Embedding => Self::Embedding,
-            SpaceArg::Neighbours => Self::Neighbours,
-        }
-    }
 }
 
 #[derive(Serialize)]

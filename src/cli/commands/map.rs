@@ -13,7 +13,7 @@ use imgsearch::imageio::{self, DecodeLimits, DecodeSize, Prep};
 use imgsearch::index::Index;
 use imgsearch::map::{self, canvas, MapBuilder, Method, Point};
 
-use crate::cli::args::{FilterArgs, IndexArg};
+use crate::cli::args::{FilterArgs, IndexArg, MethodArg};
 use crate::cli::output::{self, Outcome, Table};
 
 #[derive(clap::Args)]
@@ -50,12 +50,6 @@ pub struct Args {
     /// Print JSON, with every image's place.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum MethodArg {
-    Pca,
-    Neighbours,
 }
 
 #[derive(Serialize)]
@@ -96,10 +90,7 @@ fn lossy_opt<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S
 
 pub fn run(args: Args) -> Result<Outcome> {
     let started = Instant::now();
-    let method = match args.method {
-        MethodArg::Pca => Method::Pca,
-        MethodArg::Neighbours => Method::Neighbours,
-    };
+    let method = Method::from(args.method);
     if args.decode_grid.is_some() && method != Method::Pca {
         anyhow::bail!(
             "--decode-grid needs --method pca: only a linear map has a plane whose points \
