@@ -5,8 +5,8 @@
 //! Both are append-only copies of the store's embeddings, brought up to date
 //! from it on open, so the store stays the only source of truth. The flat
 //! file is always open (mapping it costs nothing); the graph is loaded only
-//! when something needs it, because reloading it costs about 34 µs per point
-//! (34 s at a million): a one-shot CLI query scans the flat file instead,
+//! when something needs it, because reloading it costs about 22 µs per point
+//! (22 s at a million): a one-shot CLI query scans the flat file instead,
 //! while `serve` and whole-index jobs keep the graph in memory.
 
 pub mod flat;
