@@ -342,7 +342,7 @@ impl Graph {
             return self.search_where(query, k, ef, |_| true);
         }
         // hnsw_rs's filtered walk keeps going past where the plain one
-        // stops, which cost 2.3× at the same ef when nothing is filtered.
+        // stops: 2.6× the time at ef 64 when nothing is filtered (RESULTS).
         self.hnsw
             .search(query, k, ef.max(k))
             .into_iter()
