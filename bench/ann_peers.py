@@ -44,6 +44,18 @@ PEAK = ("\nfor line in open('/proc/self/status'):\n"
         "    if line.startswith('VmHWM:'): print(int(line.split()[1]) / 1024)\n")
 
 
+def measure(search, threads, queries, truth):
+    """Recall and one-thread p50/p99 of `search` (a batch of query rows to
+    their ids), then its batch queries/s with `threads(2)`: the row fields."""
+    threads(1)
+    found, p50, p99 = one_at_a_time(lambda q: search(q)[0], queries)
+    threads(2)
+    t = time.perf_counter()
+    search(queries)
+    qps = len(queries) / (time.perf_counter() - t)
+    return dict(recall=recall(found, truth), p50_ms=p50, p99_ms=p99, batch_qps=qps)
+
+
 def cold(code, baseline):
     """Wall ms of a fresh Python process running `code` (p50 of 10), and
     the peak resident MB it reached above one running only `baseline`
@@ -100,14 +112,8 @@ def main():
         row(n, name, build_s=build, memory_mb=memory, reload_s=reload)
         for ef in efs:
             index.set_ef(ef)
-            index.set_num_threads(1)
-            found, p50, p99 = one_at_a_time(lambda q: index.knn_query(q, k=K)[0][0], queries)
-            index.set_num_threads(2)
-            t = time.perf_counter()
-            index.knn_query(queries, k=K)
-            qps = len(queries) / (time.perf_counter() - t)
-            row(n, "hnswlib", ef=ef, recall=recall(found, truth), p50_ms=p50, p99_ms=p99,
-                batch_qps=qps)
+            row(n, "hnswlib", ef=ef, **measure(lambda q: index.knn_query(q, k=K)[0],
+                                               index.set_num_threads, queries, truth))
         if m == 16:
             row(n, "hnswlib cold process (import, load, one query; 10 runs, p50)",
                 cold_ms=cold_ms)
@@ -135,14 +141,8 @@ def main():
         reload_s=reload)
     for ef in efs:
         index.hnsw.efSearch = ef
-        faiss.omp_set_num_threads(1)
-        found, p50, p99 = one_at_a_time(lambda q: index.search(q, K)[1][0], queries)
-        faiss.omp_set_num_threads(2)
-        t = time.perf_counter()
-        index.search(queries, K)
-        qps = len(queries) / (time.perf_counter() - t)
-        row(n, "faiss IndexHNSWFlat", ef=ef, recall=recall(found, truth), p50_ms=p50, p99_ms=p99,
-            batch_qps=qps)
+        row(n, "faiss IndexHNSWFlat", ef=ef, **measure(lambda q: index.search(q, K)[1],
+                                                       faiss.omp_set_num_threads, queries, truth))
     row(n, "faiss HNSW cold process (import, read_index, one query; 10 runs, p50)",
         cold_ms=cold_ms)
     del index
@@ -150,14 +150,8 @@ def main():
     # faiss IndexFlatL2: exact, the baseline every recall is measured against.
     flat = faiss.IndexFlatL2(a.dim)
     flat.add(base)
-    faiss.omp_set_num_threads(1)
-    found, p50, p99 = one_at_a_time(lambda q: flat.search(q, K)[1][0], queries)
-    faiss.omp_set_num_threads(2)
-    t = time.perf_counter()
-    flat.search(queries, K)
-    qps = len(queries) / (time.perf_counter() - t)
-    row(n, "faiss IndexFlatL2 (exact)", recall=recall(found, truth), p50_ms=p50, p99_ms=p99,
-        batch_qps=qps)
+    row(n, "faiss IndexFlatL2 (exact)", **measure(lambda q: flat.search(q, K)[1],
+                                                  faiss.omp_set_num_threads, queries, truth))
 
 
 if __name__ == "__main__":

@@ -219,6 +219,8 @@ impl Index {
     pub fn status(&self) -> Result<Status, IndexError> {
         let labels = self.store.label_counts()?;
         let images = self.store.live_count()?;
+        // One walk of the folder gives both the parts and the total.
+        let files = file_sizes(&self.dir);
         let unlabelled = images.saturating_sub(labels.values().sum());
         let stamp = self
             .store
@@ -243,8 +245,8 @@ impl Index {
             roots: self.store.roots()?,
             labels,
             unlabelled,
-            bytes_on_disk: dir_size(&self.dir),
-            files: file_sizes(&self.dir),
+            bytes_on_disk: files.iter().map(|f| f.bytes).sum(),
+            files,
             model_renamed,
         })
     }

@@ -392,4 +392,12 @@ mod tests {
         // Once the graph is in memory (serve), single queries use it.
         assert_eq!(cheaper(true, 1_000_000, 1_000_000, 1, 16), Method::Hnsw);
     }
+
+    #[test]
+    fn large_graphs_search_with_a_longer_candidate_list() {
+        assert_eq!(default_ef(100_000), DEFAULT_EF);
+        assert_eq!(default_ef(LARGE_GRAPH - 1), DEFAULT_EF);
+        assert_eq!(default_ef(LARGE_GRAPH), 2 * DEFAULT_EF);
+        assert_eq!(default_ef(1_000_000), 128);
+    }
 }
