@@ -166,18 +166,10 @@ pub mod latents {
                         vector: v,
                     });
                 }
-                let ids = index.store.apply(&changes)?;
-                let points: Vec<(u64, Vec<f32>)> = ids
-                    .into_iter()
-                    .zip(changes.into_iter().map(|c| match c {
-                        Change::Add { vector, .. } => vector,
-                        _ => unreachable!(),
-                    }))
-                    .collect();
-                let t_insert = Instant::now();
-                index.ann_mut().insert(&index.store, &points)?;
-                insert_s += t_insert.elapsed().as_secs_f64();
-                i += points.len();
+                // The one write path: store, flat file, graph, catalogue.
+                let count = changes.len();
+                insert_s += index.commit(changes, None)?.index_seconds;
+                i += count;
                 eprint!("\rbuilding {size}: {i}");
             }
             index.save()?;

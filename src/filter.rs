@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use crate::catalogue::Catalogue;
 use crate::store::{path_to_bytes, Record, Store, StoreError};
 
 /// Records streamed from the store, with their ids.
@@ -59,12 +60,8 @@ impl Filter {
                 .filter(|r| r.as_ref().map_or(true, |(_, l)| self.label_ok(Some(l))))
                 .map(|r| r.map(|(id, _)| id))
                 .collect::<Result<_, _>>()?,
-            Some(dir) => {
-                let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-                let mut prefix = path_to_bytes(&dir);
-                if !prefix.ends_with(b"/") {
-                    prefix.push(b'/');
-                }
+            Some(_) => {
+                let prefix = self.prefix().expect("a folder to be under");
                 let mut ids = Vec::new();
                 for item in store.paths_under(&prefix) {
                     let (_, id) = item?;
@@ -77,6 +74,36 @@ impl Filter {
         };
         ids.sort_unstable();
         Ok(Some(ids))
+    }
+
+    /// Sorted ids of the record catalogue's live rows passing the filter,
+    /// or `None` when every live image does: [`Filter::allowed_ids`] for a
+    /// reader that did not open the store.
+    pub fn allowed_ids_in(&self, catalogue: &Catalogue) -> Option<Vec<u64>> {
+        if self.is_empty() {
+            return None;
+        }
+        let prefix = self.prefix();
+        let ids = catalogue
+            .iter()
+            .filter(|row| !row.removed)
+            .filter(|row| prefix.as_ref().is_none_or(|p| row.path.starts_with(p)))
+            .filter(|row| self.label_ok(row.label))
+            .map(|row| row.id)
+            .collect();
+        // Rows are in id order already.
+        Some(ids)
+    }
+
+    /// The canonical folder to be under, as path bytes ending in `/`.
+    fn prefix(&self) -> Option<Vec<u8>> {
+        let dir = self.under.as_ref()?;
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        let mut prefix = path_to_bytes(&dir);
+        if !prefix.ends_with(b"/") {
+            prefix.push(b'/');
+        }
+        Some(prefix)
     }
 
     /// The live records passing the filter, in id order: streamed from the

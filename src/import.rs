@@ -303,7 +303,7 @@ fn commit(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (mut changes, mut replaced) = (Vec::with_capacity(batch.len()), Vec::new());
+    let (mut changes, mut replaced) = (Vec::with_capacity(batch.len()), false);
     let rows = batch.len() as u64;
     for row in batch.drain(..) {
         let mut record = Record {
@@ -329,9 +329,10 @@ fn commit(
                     changes.push(Change::Touch { id, record });
                 }
             }
-            Some((id, _)) => {
+            Some(_) => {
+                // The store removes the old record as it adds this one.
                 report.updated += 1;
-                replaced.push(id);
+                replaced = true;
                 changes.push(Change::Add {
                     record,
                     vector: row.embedding,
@@ -347,10 +348,10 @@ fn commit(
         }
     }
     if !changes.is_empty() {
-        let committed = index.commit(changes, &replaced, None)?;
+        let committed = index.commit(changes, None)?;
         report.store_seconds += committed.store_seconds;
         report.index_seconds += committed.index_seconds;
     }
     progress.advance(rows);
-    Ok(!replaced.is_empty())
+    Ok(replaced)
 }

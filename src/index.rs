@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::ann::{Ann, AnnError, AnnStatus};
+use crate::catalogue::{CatalogueError, CatalogueWriter};
 use crate::model::{Model, ModelError};
 use crate::store::{Change, ModelStamp, Store, StoreError};
 
@@ -33,6 +34,8 @@ pub enum IndexError {
     Ann(#[from] AnnError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
 }
 
 /// An index opened with a model whose embeddings it cannot use.
@@ -65,6 +68,13 @@ pub struct Index {
     pub store: Store,
     /// The flat vector file, and the HNSW graph once something needs it.
     ann: RwLock<Ann>,
+    /// The record catalogue cold readers use instead of the store. Its lock
+    /// is held across a whole commit (before the store changes until the
+    /// catalogue has recorded it) and by [`Index::save`], so a save never
+    /// says clean in the middle of a commit. Taken before `ann`, never after.
+    catalogue: Mutex<CatalogueWriter>,
+    /// Why the catalogue was rebuilt on open, if it was.
+    pub catalogue_rebuilt: Option<String>,
     pub model: Model,
 }
 
@@ -90,12 +100,7 @@ impl Index {
                 store.set_model_stamp(&stamp(&model))?;
                 model
             }
-            // A default replaced under its name: the stamped weights now
-            // live under the renamed default, so load those.
-            (Some(stamp), None) => Model::load(
-                crate::model::renamed_default(&stamp.name, &stamp.fingerprint)
-                    .unwrap_or(&stamp.name),
-            )?,
+            (Some(stamp), None) => model_of_stamp(&stamp)?,
             (Some(stamp), Some(asked)) => {
                 let model = Model::load(asked)?;
                 if model.fingerprint != stamp.fingerprint {
@@ -120,11 +125,15 @@ impl Index {
                 asked_fp: model.fingerprint,
             })));
         }
-        let ann = Ann::open(dir, &store, model.embedding_dim())?;
+        let mut ann = Ann::open(dir, &store, model.embedding_dim())?;
+        let (catalogue, catalogue_rebuilt) =
+            CatalogueWriter::open(dir, &store, &mut ann.flat, &stored)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
             ann: RwLock::new(ann),
+            catalogue: Mutex::new(catalogue),
+            catalogue_rebuilt,
             model,
         })
     }
@@ -149,26 +158,35 @@ impl Index {
         Ok(())
     }
 
-    /// The one write path of ingest and import: commits `changes` to the
-    /// store in one transaction, then appends the new records' vectors to
-    /// the flat file and graph and tombstones `replaced` (ids whose records
-    /// the batch replaced). Graph inserts run in `pool` (default: the
-    /// global one). A kill at any point leaves the store whole and the
-    /// derived files behind it, caught up on the next open.
+    /// The one write path of ingest and import: marks the record catalogue
+    /// dirty, commits `changes` to the store in one transaction, then
+    /// appends the new records' vectors to the flat file and graph and
+    /// tombstones every record the store removed (including those a new
+    /// record displaced from its path). Graph inserts run in `pool`
+    /// (default: the global one). A kill at any point leaves the store
+    /// whole and the derived files behind it, caught up on the next open.
     pub fn commit(
         &self,
         changes: Vec<Change>,
-        replaced: &[u64],
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<Committed, IndexError> {
         let started = Instant::now();
-        let ids = self.store.apply(&changes)?;
+        let mut catalogue = self.catalogue.lock();
+        catalogue.begin()?;
+        let applied = self.store.apply(&changes)?;
         let store = started.elapsed();
-        let vectors = changes.into_iter().filter_map(|c| match c {
-            Change::Add { vector, .. } => Some(vector),
-            _ => None,
-        });
-        let points: Vec<(u64, Vec<f32>)> = ids.iter().copied().zip(vectors).collect();
+        let mut points: Vec<(u64, Vec<f32>)> = Vec::with_capacity(applied.added.len());
+        let mut records = Vec::with_capacity(applied.added.len());
+        for (change, &id) in changes
+            .into_iter()
+            .filter(|c| matches!(c, Change::Add { .. }))
+            .zip(&applied.added)
+        {
+            if let Change::Add { record, vector } = change {
+                points.push((id, vector));
+                records.push(record);
+            }
+        }
         // The flat file under a brief exclusive lock, taken on this thread
         // (not in the pool, which may run at a lower priority: a
         // low-priority thread holding or queueing for the lock would stall
@@ -180,35 +198,60 @@ impl Index {
             self.load_graph()?;
         }
         self.ann_mut().append_flat(&points)?;
+        let added: Vec<(u64, &crate::store::Record)> =
+            applied.added.iter().copied().zip(&records).collect();
+        catalogue.record(&self.store, &added, &applied)?;
+        drop(catalogue);
         let insert = || self.ann().insert_graph(&points);
         match pool {
             Some(pool) => pool.install(insert),
             None => insert(),
         }
-        if !replaced.is_empty() {
-            self.ann_mut().add_tombstones(replaced);
+        if !applied.removed.is_empty() {
+            self.ann_mut().add_tombstones(&applied.removed);
         }
         Ok(Committed {
-            ids,
+            ids: applied.added,
             store_seconds: store.as_secs_f64(),
             index_seconds: (started.elapsed() - store).as_secs_f64(),
         })
     }
 
-    /// Flushes the store, then the flat file and graph (if it changed).
-    /// Call it between inserts, not during one.
+    /// Flushes the store, then the flat file and graph (if it changed),
+    /// then says the record catalogue is clean. Call it between inserts,
+    /// not during one.
     pub fn save(&self) -> Result<(), IndexError> {
+        let mut catalogue = self.catalogue.lock();
         self.store.flush()?;
-        self.ann.write().sync_flat()?;
+        {
+            let mut ann = self.ann.write();
+            ann.sync_flat()?;
+            catalogue.save(&mut ann.flat)?;
+        }
         self.ann.read().save_graph()?;
         Ok(())
     }
 
-    /// Rebuilds the graph and the flat file without tombstones. The graph
-    /// is built without holding the lock, so searches continue meanwhile.
+    /// Rebuilds the graph, the flat file and the record catalogue without
+    /// tombstones. The graph is built without holding the lock, so searches
+    /// continue meanwhile.
     pub fn compact(&self) -> Result<usize, IndexError> {
         let graph = self.ann.read().build_graph(&self.store)?;
-        Ok(self.ann.write().replace_graph(graph, &self.store)?)
+        let mut catalogue = self.catalogue.lock();
+        // Clearing the tombstones changes the store.
+        catalogue.begin()?;
+        let live = self.ann.write().replace_graph(graph, &self.store)?;
+        let stamp = self
+            .store
+            .model_stamp()?
+            .expect("an open index has a model");
+        *catalogue = CatalogueWriter::write_fresh(
+            &self.dir,
+            &self.store,
+            &mut self.ann.write().flat,
+            &stamp,
+        )?;
+        Ok(live)
     }
 
     /// Bytes the index folder takes on disk.
@@ -266,6 +309,8 @@ pub fn discard_new(dir: &Path) -> std::io::Result<()> {
         if Path::new(&name) == flat
             || Path::new(&name) == sums
             || name == crate::ann::hnsw::MANIFEST
+            || name == crate::catalogue::FILE_NAME
+            || name == crate::catalogue::STRINGS_NAME
         {
             std::fs::remove_file(entry.path())?;
         } else if name.starts_with("hnsw-") && entry.file_type()?.is_dir() {
@@ -276,6 +321,15 @@ pub fn discard_new(dir: &Path) -> std::io::Result<()> {
         std::fs::remove_dir(dir)?;
     }
     Ok(())
+}
+
+/// The model an index stamped with `stamp` was built with. A default
+/// replaced under its name since: the stamped weights now live under the
+/// renamed default, so those load.
+pub fn model_of_stamp(stamp: &ModelStamp) -> Result<Model, ModelError> {
+    Model::load(
+        crate::model::renamed_default(&stamp.name, &stamp.fingerprint).unwrap_or(&stamp.name),
+    )
 }
 
 fn stamp(model: &Model) -> ModelStamp {

@@ -376,21 +376,16 @@ pub fn ingest(
     for item in store.paths_under(&prefix) {
         let (path, id) = item?;
         if !seen.contains(&id) && !unreadable_dirs.iter().any(|d| path.starts_with(d)) {
-            gone.push(Change::Remove { id });
+            gone.push(id);
         }
     }
+    // Through the one write path, which tombstones them in the flat file,
+    // graph and record catalogue.
     for chunk in gone.chunks(1024) {
-        store.apply(chunk)?;
+        let removals = chunk.iter().map(|&id| Change::Remove { id }).collect();
+        index.commit(removals, None)?;
         report.removed += chunk.len() as u64;
     }
-    let gone_ids: Vec<u64> = gone
-        .iter()
-        .map(|c| match c {
-            Change::Remove { id } => *id,
-            _ => unreachable!("only removals"),
-        })
-        .collect();
-    index.ann_mut().add_tombstones(&gone_ids);
     store.add_root(&root)?;
     if crate::ann::Ann::needs_rebuild(store)? {
         index.compact()?;
@@ -543,8 +538,6 @@ fn commit_batch(
     let EncodedBatch { items, scored, .. } = batch;
     let mut scored = scored.into_iter();
     let mut changes = Vec::with_capacity(items.len());
-    // Ids whose record this batch replaces: tombstones once it commits.
-    let mut replaced: Vec<u64> = Vec::new();
     for item in items {
         match item {
             Prepared::Unchanged { id } => {
@@ -581,7 +574,6 @@ fn commit_batch(
                 }
                 if let Some(old_id) = replaces {
                     changes.push(Change::Remove { id: old_id });
-                    replaced.push(old_id);
                 }
                 match moved {
                     Some((id, old)) => {
@@ -611,9 +603,9 @@ fn commit_batch(
                 replaces,
                 ..
             } => {
-                if let Some(old_id) = replaces {
+                if replaces.is_some() {
+                    // The store removes the old record as it adds this one.
                     report.updated += 1;
-                    replaced.push(old_id);
                 } else {
                     report.added += 1;
                 }
@@ -627,7 +619,7 @@ fn commit_batch(
     if changes.is_empty() {
         return Ok(());
     }
-    let committed = index.commit(changes, &replaced, opts.pool.as_deref())?;
+    let committed = index.commit(changes, opts.pool.as_deref())?;
     let nanos = |seconds: f64| (seconds * 1e9) as u64;
     clock
         .store

@@ -14,9 +14,11 @@
 
 pub mod ann;
 pub mod anomaly;
+pub mod catalogue;
 pub mod classify;
 pub mod clusters;
 pub mod codes;
+pub mod cold;
 pub mod dataset;
 pub mod duplicates;
 pub mod eval;

@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::ann::Ann;
+use crate::ann::FlatVectors;
 use crate::filter::Filter;
 use crate::imageio::DecodeLimits;
 use crate::index::Index;
+use crate::model::Model;
 use crate::prepare;
-use crate::store::{path_to_bytes, Store, StoreError};
+use crate::store::{path_to_bytes, StoreError};
 
 /// At or below this many candidate images an exact scan is used: it is
 /// exact, and at this size as fast as the graph.
@@ -111,9 +112,55 @@ pub struct Hit {
     pub label: Option<String>,
 }
 
+/// An index a query reads: an open [`Index`], or a
+/// [`crate::cold::ColdIndex`] that reads only the derived files (the flat
+/// vectors and the record catalogue) and never opens the store.
+pub trait Searchable: Sync {
+    fn model(&self) -> &Model;
+    /// The live record stored under this canonical path.
+    fn id_for_path(&self, path: &[u8]) -> Result<Option<u64>, StoreError>;
+    /// The stored embedding of a live id.
+    fn stored_vector(&self, id: u64) -> Option<Vec<f32>>;
+    /// A live record's path and label.
+    fn path_and_label(&self, id: u64) -> Result<Option<(PathBuf, Option<String>)>, StoreError>;
+    /// The k nearest live images to each of `vectors`, as bare
+    /// `(id, distance)` pairs, and how they were found.
+    fn neighbours(
+        &self,
+        vectors: &[Vec<f32>],
+        opts: &QueryOptions,
+    ) -> Result<(Vec<Neighbours>, Method), SearchError>;
+}
+
+impl Searchable for Index {
+    fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn id_for_path(&self, path: &[u8]) -> Result<Option<u64>, StoreError> {
+        self.store.id_for_path(path)
+    }
+
+    fn stored_vector(&self, id: u64) -> Option<Vec<f32>> {
+        self.ann().flat.get(id)
+    }
+
+    fn path_and_label(&self, id: u64) -> Result<Option<(PathBuf, Option<String>)>, StoreError> {
+        Ok(self.store.record(id)?.map(|r| (r.path_buf(), r.label)))
+    }
+
+    fn neighbours(
+        &self,
+        vectors: &[Vec<f32>],
+        opts: &QueryOptions,
+    ) -> Result<(Vec<Neighbours>, Method), SearchError> {
+        neighbours(self, vectors, opts)
+    }
+}
+
 /// The k nearest live images to `vector`.
 pub fn nearest(
-    index: &Index,
+    index: &dyn Searchable,
     vector: &[f32],
     opts: &QueryOptions,
 ) -> Result<(Vec<Hit>, Method), SearchError> {
@@ -127,6 +174,9 @@ pub enum SearchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ann(#[from] crate::ann::AnnError),
+    /// The plan picked the graph, which only an open [`Index`] loads.
+    #[error("this search needs the HNSW graph, which is loaded only with the store open")]
+    NeedsGraph,
 }
 
 /// The k nearest live images to each of `vectors`, searched in parallel.
@@ -135,15 +185,15 @@ pub enum SearchError {
 /// Searches share the index's lock with each other and with an ingest's
 /// graph inserts; the graph is loaded first if the plan needs it.
 pub fn nearest_many(
-    index: &Index,
+    index: &dyn Searchable,
     vectors: &[Vec<f32>],
     opts: &QueryOptions,
 ) -> Result<(Vec<Vec<Hit>>, Method), SearchError> {
-    let (found, method) = neighbours(index, vectors, opts)?;
-    let dim = index.model.embedding_dim();
+    let (found, method) = index.neighbours(vectors, opts)?;
+    let dim = index.model().embedding_dim();
     let hits = found
         .into_par_iter()
-        .map(|found| to_hits(&index.store, found, dim))
+        .map(|found| to_hits(index, found, dim))
         .collect::<Result<_, _>>()?;
     Ok((hits, method))
 }
@@ -160,14 +210,25 @@ pub fn neighbours(
     let candidates = allowed
         .as_ref()
         .map_or(index.store.live_count()? as usize, Vec::len);
-    let method = plan(&index.ann(), opts, candidates, vectors.len());
+    let method = {
+        let ann = index.ann();
+        let loaded = ann.loaded_graph().is_some();
+        plan(
+            opts,
+            loaded,
+            ann.flat.rows(),
+            candidates,
+            vectors.len(),
+            ann.dim(),
+        )
+    };
     if method == Method::Hnsw {
         index.load_graph()?;
     }
     let ann = index.ann();
     let ann = &*ann;
     let found: Vec<Vec<(u64, f32)>> = match method {
-        Method::Exact => exact(ann, vectors, k, allowed.as_deref()),
+        Method::Exact => exact(&ann.flat, vectors, k, allowed.as_deref()),
         Method::Hnsw => {
             let graph = ann.loaded_graph().expect("loaded above");
             let ef = opts.ef.unwrap_or(default_ef(graph.points())).max(k);
@@ -183,20 +244,22 @@ pub fn neighbours(
     Ok((found, method))
 }
 
-/// Picks the method for `queries` searches over `candidates` images.
-fn plan(ann: &Ann, opts: &QueryOptions, candidates: usize, queries: usize) -> Method {
+/// Picks the method for `queries` searches over `candidates` of `points`
+/// indexed images, `loaded`: whether the graph is in memory.
+pub(crate) fn plan(
+    opts: &QueryOptions,
+    loaded: bool,
+    points: usize,
+    candidates: usize,
+    queries: usize,
+    dim: usize,
+) -> Method {
     if opts.exact {
         Method::Exact
     } else if opts.hnsw {
         Method::Hnsw
     } else {
-        cheaper(
-            ann.loaded_graph().is_some(),
-            ann.flat.rows(),
-            candidates,
-            queries,
-            ann.dim(),
-        )
+        cheaper(loaded, points, candidates, queries, dim)
     }
 }
 
@@ -227,12 +290,16 @@ fn cheaper(loaded: bool, points: usize, candidates: usize, queries: usize, dim: 
     }
 }
 
-fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>, StoreError> {
+fn to_hits(
+    index: &dyn Searchable,
+    found: Vec<(u64, f32)>,
+    dim: usize,
+) -> Result<Vec<Hit>, StoreError> {
     let scale = (dim as f32).sqrt();
     let mut out = Vec::with_capacity(found.len());
     for (id, distance) in found {
         // A record removed since the structures were written is skipped.
-        let Some(rec) = store.record(id)? else {
+        let Some((path, label)) = index.path_and_label(id)? else {
             continue;
         };
         out.push(Hit {
@@ -240,8 +307,8 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
             id,
             distance,
             similarity: 1.0 / (1.0 + distance / scale),
-            path: rec.path_buf(),
-            label: rec.label,
+            path,
+            label,
         });
     }
     Ok(out)
@@ -249,8 +316,12 @@ fn to_hits(store: &Store, found: Vec<(u64, f32)>, dim: usize) -> Result<Vec<Hit>
 
 /// Exact search over the flat vector file: a full scan, or for a small
 /// filtered set, a lookup of just those rows.
-fn exact(ann: &Ann, queries: &[Vec<f32>], k: usize, only: Option<&[u64]>) -> Vec<Vec<(u64, f32)>> {
-    let flat = &ann.flat;
+pub(crate) fn exact(
+    flat: &FlatVectors,
+    queries: &[Vec<f32>],
+    k: usize,
+    only: Option<&[u64]>,
+) -> Vec<Vec<(u64, f32)>> {
     match only {
         Some(ids) if ids.len() * 32 < flat.rows() => {
             let rows: Vec<(u64, Vec<f32>)> = ids
@@ -297,16 +368,16 @@ pub struct QueryLatent {
 /// Embeddings for query files (folders are expanded): an indexed file uses
 /// its stored vector without decoding; others are decoded in parallel and
 /// encoded in one batch with the index's model.
-pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
+pub fn query_latents(index: &dyn Searchable, inputs: &[PathBuf]) -> Vec<QueryLatent> {
     let files = crate::walk::expand(inputs);
-    let shape = index.model.input_shape();
-    let store = &index.store;
+    let model = index.model();
+    let shape = model.input_shape();
     let decoded: Vec<_> = files
         .par_iter()
         .map(|p| {
             let stored = std::fs::canonicalize(p)
                 .ok()
-                .and_then(|c| store.id_for_path(&path_to_bytes(&c)).ok().flatten());
+                .and_then(|c| index.id_for_path(&path_to_bytes(&c)).ok().flatten());
             match stored {
                 Some(id) => Ok(Err(id)),
                 None => prepare::file(p, shape, DecodeLimits::default())
@@ -335,7 +406,7 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
         });
     }
     let (slots, pixels): (Vec<usize>, Vec<_>) = to_embed.into_iter().unzip();
-    match index.model.embed(&pixels) {
+    match model.embed(&pixels) {
         Ok(latents) => {
             for (at, z) in slots.into_iter().zip(latents) {
                 out[at].latent = Ok(z);
@@ -351,7 +422,7 @@ pub fn query_latents(index: &Index, inputs: &[PathBuf]) -> Vec<QueryLatent> {
 }
 
 /// The query for an indexed id: its stored vector.
-pub fn id_latent(index: &Index, id: u64) -> QueryLatent {
+pub fn id_latent(index: &dyn Searchable, id: u64) -> QueryLatent {
     QueryLatent {
         name: format!("id {id}"),
         path: None,
@@ -361,11 +432,10 @@ pub fn id_latent(index: &Index, id: u64) -> QueryLatent {
     }
 }
 
-fn stored_vector(index: &Index, id: u64) -> Result<Vec<f32>, String> {
-    match index.ann().flat.get(id) {
-        Some(v) => Ok(v),
-        None => Err(format!("no live image with id {id}")),
-    }
+fn stored_vector(index: &dyn Searchable, id: u64) -> Result<Vec<f32>, String> {
+    index
+        .stored_vector(id)
+        .ok_or_else(|| format!("no live image with id {id}"))
 }
 
 #[cfg(test)]

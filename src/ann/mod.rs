@@ -100,17 +100,6 @@ impl Ann {
         self.graph.as_ref()
     }
 
-    /// Adds newly committed (id, vector) pairs, ids increasing, to both
-    /// structures, loading the graph first if need be. `serve` splits this
-    /// into [`Ann::append_flat`] under a write lock and
-    /// [`Ann::insert_graph`] under a read lock.
-    pub fn insert(&mut self, store: &Store, points: &[(u64, Vec<f32>)]) -> Result<(), AnnError> {
-        self.graph(store)?;
-        self.append_flat(points)?;
-        self.insert_graph(points);
-        Ok(())
-    }
-
     /// Appends newly committed points to the flat file (fast: a copy).
     pub fn append_flat(&mut self, points: &[(u64, Vec<f32>)]) -> Result<(), AnnError> {
         if !points.is_empty() {

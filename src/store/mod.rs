@@ -27,14 +27,18 @@ mod tx;
 use tx::{tx_error, TxTrees};
 
 /// Current schema; [`MIGRATIONS`] lifts older stores to it.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each is
 /// safe to re-run after a kill (it rebuilds what it writes from scratch); the
 /// version is bumped only once it is done.
 /// Brings a database from one schema version to the next.
 type Migration = fn(&sled::Db) -> Result<(), StoreError>;
-const MIGRATIONS: &[Migration] = &[migrate_v1_label_trees, migrate_v2_imports];
+const MIGRATIONS: &[Migration] = &[
+    migrate_v1_label_trees,
+    migrate_v2_imports,
+    migrate_v3_catalogue,
+];
 
 /// v1 → v2: the `labelled` and `labels` trees, derived from the records.
 fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
@@ -67,6 +71,14 @@ fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
 /// empty.
 fn migrate_v2_imports(db: &sled::Db) -> Result<(), StoreError> {
     db.open_tree("imports")?.clear()?;
+    Ok(())
+}
+
+/// v3 → v4: the record catalogue beside the store (`crate::catalogue`).
+/// Nothing changes in sled: the catalogue is derived, and written on the
+/// next open. The version moves so that an imgsearch that does not keep
+/// the catalogue up to date refuses to write to the store behind its back.
+fn migrate_v3_catalogue(_db: &sled::Db) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -243,6 +255,17 @@ pub enum Change {
     Touch { id: u64, record: Record },
     /// Gone (or replaced by new content): the id becomes a tombstone.
     Remove { id: u64 },
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The new ids of the batch's `Add` changes, in order.
+    pub added: Vec<u64>,
+    /// Live records rewritten in place (moved, touched, relabelled).
+    pub changed: Vec<u64>,
+    /// Records removed: now tombstones.
+    pub removed: Vec<u64>,
 }
 
 pub struct Store {
@@ -525,10 +548,12 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a batch atomically and makes it durable. Returns the new ids
-    /// of `Add` changes, in order.
-    pub fn apply(&self, changes: &[Change]) -> Result<Vec<u64>, StoreError> {
-        let ids = (
+    /// Applies a batch atomically and makes it durable, and says what it
+    /// did: the new ids of `Add` changes (in order), and every record it
+    /// rewrote or removed, including those an `Add` or `Move` displaced
+    /// from their path.
+    pub fn apply(&self, changes: &[Change]) -> Result<Applied, StoreError> {
+        let applied = (
             &self.meta,
             &self.images,
             &self.vectors,
@@ -540,6 +565,7 @@ impl Store {
         )
             .transaction(
                 |(meta, images, vectors, paths, hashes, tombs, labelled, labels)| {
+                    let applied = std::cell::RefCell::new(Applied::default());
                     let tx = TxTrees {
                         meta,
                         images,
@@ -549,23 +575,25 @@ impl Store {
                         tombs,
                         labelled,
                         labels,
+                        applied: &applied,
                     };
-                    let mut added = Vec::new();
                     for change in changes {
                         match change {
-                            Change::Add { record, vector } => added.push(tx.add(record, vector)?),
+                            Change::Add { record, vector } => {
+                                tx.add(record, vector)?;
+                            }
                             Change::Move { id, record } | Change::Touch { id, record } => {
                                 tx.update(*id, record)?
                             }
                             Change::Remove { id } => tx.remove(*id)?,
                         }
                     }
-                    Ok(added)
+                    Ok(applied.into_inner())
                 },
             )
             .map_err(tx_error)?;
         self.db.flush()?;
-        Ok(ids)
+        Ok(applied)
     }
 
     /// What `import` recorded for a shard file of this name, if anything.
@@ -631,15 +659,16 @@ mod tests {
                 },
             ])
             .unwrap();
-        assert_eq!(ids, [0, 1]);
+        assert_eq!(ids.added, [0, 1]);
         assert_eq!(store.live_count().unwrap(), 2);
         assert_eq!(store.ids_with_hash(&[1; 32]).unwrap(), [0, 1]);
-        store
+        let moved = store
             .apply(&[Change::Move {
                 id: 0,
                 record: record("/b/1.png", 1),
             }])
             .unwrap();
+        assert_eq!((moved.changed, moved.removed), (vec![0], vec![]));
         assert_eq!(store.id_for_path(b"/a/1.png").unwrap(), None);
         assert_eq!(store.id_for_path(b"/b/1.png").unwrap(), Some(0));
         store.apply(&[Change::Remove { id: 1 }]).unwrap();
@@ -657,6 +686,14 @@ mod tests {
         assert_eq!(store.live_count().unwrap(), 1);
         let paths: Vec<_> = store.paths_under(b"/b/").map(|r| r.unwrap().1).collect();
         assert_eq!(paths, [0]);
+        // An add at a stored path displaces the record there, and says so.
+        let again = store
+            .apply(&[Change::Add {
+                record: record("/b/1.png", 2),
+                vector: vec![0.0, 0.0],
+            }])
+            .unwrap();
+        assert_eq!((again.added, again.removed), (vec![2], vec![0]));
         store.clear_tombstones().unwrap();
         assert_eq!(store.tombstone_count().unwrap(), 0);
     }

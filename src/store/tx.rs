@@ -31,6 +31,9 @@ pub(super) struct TxTrees<'a> {
     pub(super) tombs: &'a TransactionalTree,
     pub(super) labelled: &'a TransactionalTree,
     pub(super) labels: &'a TransactionalTree,
+    /// What this attempt of the transaction changed (reset on a retry,
+    /// since sled re-runs the closure that makes it).
+    pub(super) applied: &'a std::cell::RefCell<super::Applied>,
 }
 
 impl TxTrees<'_> {
@@ -47,6 +50,7 @@ impl TxTrees<'_> {
         self.hashes.insert(hash_key(&record.hash, id), &[])?;
         self.set_label(id, None, record.label.as_deref())?;
         tx_counter(self.meta, "live", 1)?;
+        self.applied.borrow_mut().added.push(id);
         Ok(id)
     }
 
@@ -70,6 +74,7 @@ impl TxTrees<'_> {
         }
         self.set_label(id, old.label.as_deref(), record.label.as_deref())?;
         self.images.insert(&key(id), encode(record))?;
+        self.applied.borrow_mut().changed.push(id);
         Ok(())
     }
 
@@ -89,6 +94,7 @@ impl TxTrees<'_> {
         self.tombs.insert(&key(id), &[])?;
         tx_counter(self.meta, "live", -1)?;
         tx_counter(self.meta, "tombstones", 1)?;
+        self.applied.borrow_mut().removed.push(id);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! inside the search, removed images, JSON shape.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -280,4 +281,97 @@ fn contact_sheet_shows_the_query_and_its_neighbours() {
     }
     let expected = imgsearch::sheet::thumbnail(&image::open(&q).unwrap());
     assert_eq!(img.get_pixel(nx + 48, ny + 48), expected.get_pixel(48, 48));
+}
+
+/// The record catalogue lets a one-shot query answer from the derived
+/// files alone. Shown through sled's lock: while `serve` holds the store,
+/// only a query that never opens it can answer. A catalogue it cannot
+/// trust (torn, left dirty, missing, or from another moment) sends the
+/// query to the store, which repairs it.
+#[test]
+fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must() {
+    use crate::common::http::Server;
+    let Some((_tmp, root, index)) = mnist_export(300) else {
+        return;
+    };
+    ingest_digits(&root, &index);
+    let bin_path = Path::new(env!("CARGO_BIN_EXE_imgsearch"));
+    let probe = crate::common::files_under(&root.join("4")).remove(0);
+    let probe = probe.to_str().unwrap().to_string();
+    let ask = || query(&index, &[&probe, "-k", "8"]);
+    let baseline = ask();
+    assert_eq!(results(&baseline).len(), 8);
+    let catalogue = index.join("records.cat");
+    let store_held = |why: &str| {
+        let out = bin()
+            .arg("query")
+            .arg("--index")
+            .arg(&index)
+            .arg(&probe)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{why}: answered without the store");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("in use by another imgsearch"),
+            "{why}: {stderr}"
+        );
+    };
+
+    // Serve holds the store; the query answers as before, filters included.
+    let mut server = Server::start(bin_path, &index, &[]);
+    assert_eq!(results(&ask()), results(&baseline));
+    let sevens = query(&index, &[&probe, "-k", "5", "--label", "7"]);
+    assert_eq!(results(&sevens).len(), 5);
+    assert!(results(&sevens).iter().all(|h| h["label"] == "7"));
+    let by_id = query(&index, &["--id", "3", "-k", "1"]);
+    assert_eq!(results(&by_id)[0]["id"], 3);
+
+    // Torn, or marked dirty (a writer killed mid-commit): not trusted.
+    let len = std::fs::metadata(&catalogue).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&catalogue)
+        .unwrap();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+    store_held("torn");
+    server.terminate(Duration::from_secs(30));
+    // Without serve the store opens, answers alike, and repairs the catalogue.
+    assert_eq!(results(&ask()), results(&baseline));
+    assert_eq!(std::fs::metadata(&catalogue).unwrap().len(), len);
+    let mut server = Server::start(bin_path, &index, &[]);
+    assert_eq!(results(&ask()), results(&baseline), "repaired");
+    let mut bytes = std::fs::read(&catalogue).unwrap();
+    bytes[8] = 1; // the header's state: dirty
+    std::fs::write(&catalogue, &bytes).unwrap();
+    store_held("dirty");
+    server.terminate(Duration::from_secs(30));
+
+    // Missing: rebuilt by the next query.
+    std::fs::remove_file(&catalogue).unwrap();
+    std::fs::remove_file(index.join("records.str")).unwrap();
+    assert_eq!(results(&ask()), results(&baseline));
+    assert!(catalogue.exists());
+
+    // Stale: the catalogue from before an image was removed, put back. Its
+    // rows still match the flat file's (removed rows stay until
+    // compaction), but its generation does not, so the removed image is
+    // never answered from it.
+    let old = (
+        std::fs::read(&catalogue).unwrap(),
+        std::fs::read(index.join("records.str")).unwrap(),
+    );
+    let gone = results(&baseline)[1]["path"].as_str().unwrap().to_string();
+    std::fs::remove_file(&gone).unwrap();
+    ingest_digits(&root, &index);
+    std::fs::write(&catalogue, &old.0).unwrap();
+    std::fs::write(index.join("records.str"), &old.1).unwrap();
+    let all = query(&index, &[&probe, "-k", "300"]);
+    let paths: Vec<&str> = results(&all)
+        .iter()
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 299);
+    assert!(!paths.contains(&gone.as_str()));
 }

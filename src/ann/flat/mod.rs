@@ -5,7 +5,7 @@
 //! cores) in milliseconds, where reloading the HNSW graph would take
 //! seconds to tens of seconds at a million images.
 //!
-//! Layout (little-endian): a 32-byte header (`MAGIC`, dim: u32, reserved:
+//! Layout (little-endian): a 32-byte header (`MAGIC`, dim: u32, generation:
 //! u32, rows: u64, last_id: u64), then rows of `id: u64` + `dim × f32`, in
 //! increasing id order. Store ids are never reused and embeddings never
 //! change, so the file is append-only; removed ids are filtered with the
@@ -60,6 +60,11 @@ pub struct FlatVectors {
     map: OnceLock<Option<memmap2::Mmap>>,
     /// Block checksums of the `rows` rows, saved beside the file on sync.
     sums: Sums,
+    /// Set by the record catalogue's writer each time it says clean, and
+    /// kept in its header too: a reader trusts the pair only when the two
+    /// agree, so a catalogue from another moment (a removal later, a file
+    /// put back from a copy) is not read beside this file.
+    generation: u32,
 }
 
 /// How the file was brought up to date on open.
@@ -81,23 +86,7 @@ impl FlatVectors {
     /// does not match `dim`.
     pub fn open(dir: &Path, store: &Store, dim: usize) -> Result<(Self, FlatOpen), FlatError> {
         let path = dir.join(FILE_NAME);
-        let opened = read_header(&path, dim).and_then(|(rows, last_id)| {
-            let mut flat = Self::with(path.clone(), dim, rows, last_id);
-            // The header's last id is outside the block checksums; the last
-            // row's own id is inside them, and must agree (a wrong last id
-            // made catch-up skip or repeat the store's newest vectors).
-            let last_row = flat.data().len().checked_sub(flat.row_bytes());
-            let last_row_id = last_row
-                .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
-            if last_row_id != last_id {
-                return None;
-            }
-            flat.sums = Sums::of(flat.data(), flat.row_bytes());
-            // Damaged, saved for other rows, or missing (a file from before
-            // checksums, or a lost `.sum`: it cannot be verified): the file
-            // is rebuilt from the store below.
-            (Sums::read(&Sums::path(&path)).as_ref() == Some(&flat.sums)).then_some(flat)
-        });
+        let opened = Self::open_verified(dir, dim);
         let (mut flat, rebuilt, damaged) = match opened {
             Some(flat) => (flat, false, false),
             None => {
@@ -136,6 +125,30 @@ impl FlatVectors {
         ))
     }
 
+    /// Opens `dir/vectors.flat` as it is, without the store: `None` unless
+    /// its header, last row and block checksums all agree. What a cold
+    /// reader trusts (with the record catalogue saying the file is
+    /// current); [`FlatVectors::open`] goes on to catch it up.
+    pub fn open_verified(dir: &Path, dim: usize) -> Option<Self> {
+        let path = dir.join(FILE_NAME);
+        let (rows, last_id, generation) = read_header(&path, dim)?;
+        let mut flat = Self::with(path.clone(), dim, rows, last_id);
+        flat.generation = generation;
+        // The header's last id is outside the block checksums; the last
+        // row's own id is inside them, and must agree (a wrong last id
+        // made catch-up skip or repeat the store's newest vectors).
+        let last_row = flat.data().len().checked_sub(flat.row_bytes());
+        let last_row_id = last_row
+            .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
+        if last_row_id != last_id {
+            return None;
+        }
+        flat.sums = Sums::of(flat.data(), flat.row_bytes());
+        // Damaged, saved for other rows, or missing (a file from before
+        // checksums, or a lost `.sum`: it cannot be verified).
+        (Sums::read(&Sums::path(&path)).as_ref() == Some(&flat.sums)).then_some(flat)
+    }
+
     fn with(path: PathBuf, dim: usize, rows: usize, last_id: Option<u64>) -> Self {
         Self {
             path,
@@ -146,6 +159,7 @@ impl FlatVectors {
             tombstones: Vec::new(),
             map: OnceLock::new(),
             sums: Sums::default(),
+            generation: 0,
         }
     }
 
@@ -167,6 +181,37 @@ impl FlatVectors {
 
     pub fn live(&self) -> usize {
         self.rows.saturating_sub(self.tombstones.len())
+    }
+
+    /// The newest id among the rows, tombstones included.
+    pub fn last_id(&self) -> Option<u64> {
+        self.last_id
+    }
+
+    /// The record catalogue's generation this file was last saved beside.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Records the record catalogue's new generation in the header, synced
+    /// (rows appended since are synced first, as [`FlatVectors::sync`] would).
+    pub fn set_generation(&mut self, generation: u32) -> Result<(), FlatError> {
+        self.sync()?;
+        self.generation = generation;
+        self.write_header()
+    }
+
+    /// Every row's id, tombstones included, in order.
+    pub fn row_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.data()
+            .chunks_exact(self.row_bytes())
+            .map(|r| u64::from_le_bytes(r[..8].try_into().expect("8 bytes")))
+    }
+
+    /// Replaces the removed ids (sorted), for a reader that learned them
+    /// from somewhere other than the store.
+    pub fn set_tombstones(&mut self, sorted_ids: Vec<u64>) {
+        self.tombstones = sorted_ids;
     }
 
     /// Appends (id, vector) rows; ids must be newer than every row here.
@@ -223,6 +268,7 @@ impl FlatVectors {
         let mut h = [0u8; HEADER];
         h[..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&(self.dim as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&self.generation.to_le_bytes());
         h[16..24].copy_from_slice(&(self.rows as u64).to_le_bytes());
         h[24..32].copy_from_slice(&self.last_id.map_or(u64::MAX, |i| i).to_le_bytes());
         let write = || -> std::io::Result<()> {
@@ -338,7 +384,7 @@ impl FlatVectors {
 
 /// Reads and checks the header: (rows, last id), or `None` when the file is
 /// missing, foreign, of another dimension or shorter than its count says.
-fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
+fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>, u32)> {
     let mut f = File::open(path).ok()?;
     let mut h = [0u8; HEADER];
     f.read_exact(&mut h).ok()?;
@@ -356,7 +402,8 @@ fn read_header(path: &Path, dim: usize) -> Option<(usize, Option<u64>)> {
     if len < needed as u64 || (rows > 0) != last_id.is_some() {
         return None;
     }
-    Some((rows, last_id))
+    let generation = u32::from_le_bytes(h[12..16].try_into().unwrap());
+    Some((rows, last_id, generation))
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! `imgsearch query IMAGE...`: the nearest indexed images.
 
+use std::cell::OnceCell;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use imgsearch::cold::ColdIndex;
 use imgsearch::imageio::{self, DecodeLimits};
 use imgsearch::index::Index;
-use imgsearch::search::{self, Hit, Method, QueryLatent, QueryOptions};
+use imgsearch::search::{self, Hit, Method, QueryLatent, QueryOptions, SearchError, Searchable};
 use imgsearch::sheet::{self, SheetRow};
 
 use crate::cli::args::{FilterArgs, IndexArg};
@@ -72,7 +74,7 @@ struct Answers {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let index = Index::open(&args.index.index, None, false)?;
+    let dir = &args.index.index;
     let opts = QueryOptions {
         k: args.k,
         filter: args.filter.filter(),
@@ -80,19 +82,43 @@ pub fn run(args: Args) -> Result<Outcome> {
         hnsw: args.hnsw,
         ef: args.ef,
     };
+    // A one-shot query reads the derived files (flat vectors and record
+    // catalogue) when they are current, and never opens the store; when
+    // they are not, or the plan wants the graph, it opens the index, which
+    // repairs them.
+    let cold = match args.hnsw {
+        true => None,
+        false => ColdIndex::open(dir)?.ok(),
+    };
+    let full: OnceCell<Index> = OnceCell::new();
+    let open_full = || -> Result<&Index> {
+        if full.get().is_none() {
+            let _ = full.set(Index::open(dir, None, false)?);
+        }
+        Ok(full.get().expect("set above"))
+    };
+    let reader: &dyn Searchable = match &cold {
+        Some(cold) => cold,
+        None => open_full()?,
+    };
     let mut queries = Vec::new();
     if let Some(id) = args.id {
-        queries.push(search::id_latent(&index, id));
+        queries.push(search::id_latent(reader, id));
     }
-    queries.extend(search::query_latents(&index, &args.images));
+    queries.extend(search::query_latents(reader, &args.images));
     let vectors: Vec<Vec<f32>> = queries
         .iter()
         .filter_map(|q| q.latent.as_ref().ok().cloned())
         .collect();
-    let (found, method) = search::nearest_many(&index, &vectors, &opts)?;
-    // A graph this process had to build or catch up is kept for next time.
-    index.save()?;
-    super::report_repairs(&index);
+    let (found, method) = match search::nearest_many(reader, &vectors, &opts) {
+        Err(SearchError::NeedsGraph) => search::nearest_many(open_full()?, &vectors, &opts)?,
+        searched => searched?,
+    };
+    if let Some(index) = full.get() {
+        // A graph this process had to build or catch up is kept for next time.
+        index.save()?;
+        super::report_repairs(index);
+    }
 
     let mut found = found.into_iter();
     let answers: Vec<Answer> = queries
@@ -116,7 +142,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         })
         .collect();
     if let Some(out) = &args.sheet {
-        write_sheet(&index, &queries, &answers, out)?;
+        write_sheet(reader, &queries, &answers, out)?;
     }
     let failed = answers.iter().filter(|a| a.error.is_some()).count();
     let report = Answers {
@@ -129,7 +155,7 @@ pub fn run(args: Args) -> Result<Outcome> {
 
 /// One row per answered query: the query image, then its neighbours.
 fn write_sheet(
-    index: &Index,
+    index: &dyn Searchable,
     queries: &[QueryLatent],
     answers: &[Answer],
     out: &Path,
@@ -141,7 +167,7 @@ fn write_sheet(
             continue;
         };
         let query = match (q.id, &q.path) {
-            (Some(id), _) => index.store.record(id)?.and_then(|r| open(&r.path_buf())),
+            (Some(id), _) => index.path_and_label(id)?.and_then(|(path, _)| open(&path)),
             (None, Some(path)) => open(path),
             (None, None) => None,
         };

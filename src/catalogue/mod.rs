@@ -1,0 +1,381 @@
+//! The record catalogue: for each row of the flat vector file, what a search
+//! reports about it (path, label, or that it was removed), mirrored from the
+//! store into two plain files, so that a one-shot query answers without
+//! opening sled.
+//!
+//! Why: sled's open rebuilds its page table in proportion to the store's
+//! size (0.7 s at a million images), while a query needs only the model,
+//! the flat vectors and a handful of records.
+//!
+//! Files (little-endian):
+//! - `records.cat`: a 64-byte header, then one 32-byte row per row of
+//!   `vectors.flat`, in the same order (id order; removed ids stay until
+//!   compaction, as in the flat file): id u64, offset u64 into
+//!   `records.str`, path length u32, label length u32 ([`NO_LABEL`] for
+//!   none), flags u32 ([`REMOVED`]), reserved u32.
+//! - `records.str`: the bytes rows point into. It opens with the index's
+//!   model stamp (JSON, `stamp_len` bytes). Append-only: a moved record's
+//!   new path is appended and its row repointed; the old bytes go at the
+//!   next rewrite (compaction).
+//!
+//! The header: `MAGIC`, state u32 ([`CLEAN`] or [`DIRTY`]), generation u32,
+//! rows u64, last id u64 (`u64::MAX`: none), removed rows u64, strings
+//! length u64, CRC32C of the rows u32, CRC32C of the strings u32, stamp
+//! length u32, reserved u32.
+//!
+//! Trust (see `writer.rs` for the writer's side): a writer marks the header
+//! dirty, synced, before its first change to the store, and clean again
+//! only once the store, the flat file and both catalogue files are synced,
+//! with the checksums of both files in the header. A reader trusts the
+//! catalogue only when it is clean, both checksums match, and its rows,
+//! last id and generation equal the flat file's; otherwise it opens the
+//! store. The generation is a new random number each time the writer says
+//! clean, written into the flat file's header first: a catalogue from
+//! another moment (a removal since, a file put back from a copy) does not
+//! pass for this one even when its rows do. The store's
+//! schema version 4 bars an imgsearch that does not keep the catalogue from
+//! writing to the store behind it.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use writer::CatalogueWriter;
+
+use crate::store::{ModelStamp, StoreError};
+
+pub const FILE_NAME: &str = "records.cat";
+pub const STRINGS_NAME: &str = "records.str";
+const MAGIC: &[u8; 8] = b"ISCATLG1";
+const HEADER: usize = 64;
+const ROW: usize = 32;
+
+/// Header state: every file is synced and agrees with the store.
+pub const CLEAN: u32 = 0;
+/// Header state: a writer may have changed the store since the catalogue
+/// was last made to agree with it.
+pub const DIRTY: u32 = 1;
+/// A row's label length when it has none.
+pub const NO_LABEL: u32 = u32::MAX;
+/// Row flag: the record was removed from the store (a tombstone).
+pub const REMOVED: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("cannot write the record catalogue {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Flat(#[from] crate::ann::FlatError),
+}
+
+/// The fixed-size header, as numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Header {
+    state: u32,
+    generation: u32,
+    rows: u64,
+    last_id: Option<u64>,
+    removed: u64,
+    strings_len: u64,
+    rows_crc: u32,
+    strings_crc: u32,
+    stamp_len: u32,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&self.state.to_le_bytes());
+        h[12..16].copy_from_slice(&self.generation.to_le_bytes());
+        h[16..24].copy_from_slice(&self.rows.to_le_bytes());
+        h[24..32].copy_from_slice(&self.last_id.unwrap_or(u64::MAX).to_le_bytes());
+        h[32..40].copy_from_slice(&self.removed.to_le_bytes());
+        h[40..48].copy_from_slice(&self.strings_len.to_le_bytes());
+        h[48..52].copy_from_slice(&self.rows_crc.to_le_bytes());
+        h[52..56].copy_from_slice(&self.strings_crc.to_le_bytes());
+        h[56..60].copy_from_slice(&self.stamp_len.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8]) -> Option<Self> {
+        if h.len() < HEADER || &h[..8] != MAGIC {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+        Some(Self {
+            state: u32_at(8),
+            generation: u32_at(12),
+            rows: u64_at(16),
+            last_id: Some(u64_at(24)).filter(|&id| id != u64::MAX),
+            removed: u64_at(32),
+            strings_len: u64_at(40),
+            rows_crc: u32_at(48),
+            strings_crc: u32_at(52),
+            stamp_len: u32_at(56),
+        })
+    }
+}
+
+/// One row, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowFields {
+    id: u64,
+    at: u64,
+    path_len: u32,
+    label_len: u32,
+    flags: u32,
+}
+
+impl RowFields {
+    fn encode(&self) -> [u8; ROW] {
+        let mut r = [0u8; ROW];
+        r[..8].copy_from_slice(&self.id.to_le_bytes());
+        r[8..16].copy_from_slice(&self.at.to_le_bytes());
+        r[16..20].copy_from_slice(&self.path_len.to_le_bytes());
+        r[20..24].copy_from_slice(&self.label_len.to_le_bytes());
+        r[24..28].copy_from_slice(&self.flags.to_le_bytes());
+        r
+    }
+
+    fn decode(r: &[u8]) -> Self {
+        let u32_at = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().expect("4 bytes"));
+        Self {
+            id: u64::from_le_bytes(r[..8].try_into().expect("8 bytes")),
+            at: u64::from_le_bytes(r[8..16].try_into().expect("8 bytes")),
+            path_len: u32_at(16),
+            label_len: u32_at(20),
+            flags: u32_at(24),
+        }
+    }
+}
+
+/// Part of a file, memory-mapped: a reader of a million records touches
+/// their pages once (the checksums) instead of copying 60 MB.
+struct Mapped {
+    /// `None` for an empty part (an empty file cannot be mapped).
+    map: Option<memmap2::Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl Mapped {
+    /// `len` bytes of `path` from `start`, or `None` if the file is shorter.
+    fn open(path: &Path, start: usize, len: usize) -> std::io::Result<Option<Self>> {
+        let file = std::fs::File::open(path)?;
+        let end = start.checked_add(len).unwrap_or(usize::MAX);
+        if (file.metadata()?.len() as u128) < end as u128 {
+            return Ok(None);
+        }
+        // SAFETY: the catalogue's files are never truncated: writers write
+        // at offsets within or past the end, and rewrites replace a file by
+        // rename, so the mapped range stays valid. What a concurrent writer
+        // changes in place can only make a reader's view inconsistent, and
+        // every read of it is bounds-checked.
+        let map = match end {
+            0 => None,
+            _ => Some(unsafe { memmap2::Mmap::map(&file)? }),
+        };
+        Ok(Some(Self { map, start, len }))
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            Some(map) => &map[self.start..self.start + self.len],
+            None => &[],
+        }
+    }
+}
+
+/// Both files, mapped and checked against their header.
+struct Loaded {
+    header: Header,
+    /// The rows, without the header.
+    rows: Mapped,
+    strings: Mapped,
+}
+
+/// Maps `dir`'s catalogue and checks everything the header promises, or
+/// says why it cannot be trusted. A clean header is not asked for here:
+/// the reader asks for it, the writer knows what a dirty one means.
+fn load(dir: &Path) -> Result<Loaded, String> {
+    let path = dir.join(FILE_NAME);
+    let head = match std::fs::File::open(&path) {
+        Ok(mut file) => {
+            let mut head = [0u8; HEADER];
+            std::io::Read::read_exact(&mut file, &mut head)
+                .map_err(|_| "not a record catalogue".to_string())?;
+            head
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) => return Err(format!("unreadable: {e}")),
+    };
+    let header = Header::decode(&head).ok_or("not a record catalogue")?;
+    // A damaged count can be any number: checked, not multiplied blindly.
+    let rows_len = usize::try_from(header.rows)
+        .ok()
+        .and_then(|rows| rows.checked_mul(ROW))
+        .ok_or("a row count past memory")?;
+    let rows = Mapped::open(&path, HEADER, rows_len)
+        .map_err(|e| format!("unreadable: {e}"))?
+        .ok_or("torn: shorter than its row count")?;
+    if crc32c::crc32c(&rows) != header.rows_crc {
+        return Err("damaged rows (checksum)".into());
+    }
+    let last_row_id = rows
+        .len()
+        .checked_sub(ROW)
+        .map(|at| RowFields::decode(&rows[at..]).id);
+    if last_row_id != header.last_id {
+        return Err("its last id is not its last row's".into());
+    }
+    let strings_len = usize::try_from(header.strings_len).map_err(|_| "strings past memory")?;
+    let strings = Mapped::open(&dir.join(STRINGS_NAME), 0, strings_len)
+        .map_err(|e| format!("strings unreadable: {e}"))?
+        .ok_or("torn: strings shorter than the header says")?;
+    if crc32c::crc32c(&strings) != header.strings_crc {
+        return Err("damaged strings (checksum)".into());
+    }
+    if header.stamp_len as usize > strings.len() {
+        return Err("a model stamp past the strings".into());
+    }
+    Ok(Loaded {
+        header,
+        rows,
+        strings,
+    })
+}
+
+/// One record as the catalogue holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub id: u64,
+    /// The canonical path's bytes (empty for a removed record).
+    pub path: &'a [u8],
+    pub label: Option<&'a str>,
+    pub removed: bool,
+}
+
+/// A catalogue a reader may trust: clean, with both checksums matching.
+pub struct Catalogue {
+    header: Header,
+    rows: Mapped,
+    strings: Mapped,
+}
+
+impl Catalogue {
+    /// Opens `dir`'s catalogue for reading, or says why it cannot be
+    /// trusted (missing, torn, damaged, or a writer's changes unfinished).
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let loaded = load(dir)?;
+        if loaded.header.state != CLEAN {
+            return Err("a writer's changes are unfinished".into());
+        }
+        Ok(Self {
+            header: loaded.header,
+            rows: loaded.rows,
+            strings: loaded.strings,
+        })
+    }
+
+    /// The model the index was built with.
+    pub fn stamp(&self) -> Result<ModelStamp, String> {
+        serde_json::from_slice(&self.strings[..self.header.stamp_len as usize])
+            .map_err(|e| format!("an unreadable model stamp: {e}"))
+    }
+
+    /// Rows, removed ones included: the flat file's row count.
+    pub fn rows(&self) -> usize {
+        self.rows.len() / ROW
+    }
+
+    pub fn last_id(&self) -> Option<u64> {
+        self.header.last_id
+    }
+
+    /// Whether this catalogue was saved beside `flat` as it is now: the
+    /// same rows, last id and generation.
+    pub fn describes(&self, flat: &crate::ann::FlatVectors) -> bool {
+        self.rows() == flat.rows()
+            && self.last_id() == flat.last_id()
+            && self.header.generation == flat.generation()
+    }
+
+    /// Rows of live records.
+    pub fn live(&self) -> u64 {
+        self.header.rows.saturating_sub(self.header.removed)
+    }
+
+    /// Every row, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> + '_ {
+        (0..self.rows()).map(|i| self.row(i))
+    }
+
+    /// The ids of removed rows, sorted.
+    pub fn removed_ids(&self) -> Vec<u64> {
+        if self.header.removed == 0 {
+            return Vec::new();
+        }
+        self.iter().filter(|r| r.removed).map(|r| r.id).collect()
+    }
+
+    /// The live record with this id.
+    pub fn find(&self, id: u64) -> Option<Row<'_>> {
+        let (mut lo, mut hi) = (0, self.rows());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match RowFields::decode(&self.rows[mid * ROW..]).id.cmp(&id) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.row(mid)).filter(|r| !r.removed),
+            }
+        }
+        None
+    }
+
+    /// The live record stored under `path` (a scan: paths are not sorted).
+    pub fn id_for_path(&self, path: &[u8]) -> Option<u64> {
+        let len = path.len() as u32;
+        (0..self.rows())
+            .map(|i| RowFields::decode(&self.rows[i * ROW..]))
+            .filter(|f| f.path_len == len && f.flags & REMOVED == 0)
+            .find(|f| self.bytes(f.at, f.path_len) == path)
+            .map(|f| f.id)
+    }
+
+    fn row(&self, i: usize) -> Row<'_> {
+        let f = RowFields::decode(&self.rows[i * ROW..]);
+        let label = (f.label_len != NO_LABEL)
+            .then(|| self.bytes(f.at + f.path_len as u64, f.label_len))
+            .map(|b| std::str::from_utf8(b).unwrap_or(""));
+        Row {
+            id: f.id,
+            path: self.bytes(f.at, f.path_len),
+            label,
+            removed: f.flags & REMOVED != 0,
+        }
+    }
+
+    /// `len` string bytes at `at`; empty if out of bounds (which the
+    /// checksums make impossible short of a bug, but a reader never panics
+    /// on what it reads from disk).
+    fn bytes(&self, at: u64, len: u32) -> &[u8] {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| self.strings.get(at..at.checked_add(len as usize)?))
+            .unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests;
