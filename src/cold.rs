@@ -11,18 +11,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::ann::FlatVectors;
-use crate::catalogue::Catalogue;
-use crate::index::IndexError;
+use crate::ann::{flat, AnnStatus, FlatVectors, Graph, HnswParams};
+use crate::catalogue::{Catalogue, Meta};
+use crate::index::{IndexError, Status};
 use crate::model::Model;
 use crate::search::{self, Method, Neighbours, QueryOptions, SearchError, Searchable};
-use crate::store::StoreError;
+use crate::store::{bytes_to_path, StoreError};
 
 pub struct ColdIndex {
     pub dir: PathBuf,
     pub model: Model,
     flat: FlatVectors,
     catalogue: Catalogue,
+    /// The store's meta as of the last save.
+    meta: Meta,
 }
 
 impl ColdIndex {
@@ -33,20 +35,32 @@ impl ColdIndex {
         if !dir.join("db").exists() {
             return Ok(Err("no store".into()));
         }
-        let catalogue = match Catalogue::open(dir) {
-            Ok(catalogue) => catalogue,
-            Err(why) => return Ok(Err(format!("record catalogue: {why}"))),
+        // The catalogue (and the model it names) and the flat file are each
+        // checked against their checksums, side by side.
+        let (opened, flat) = rayon::join(
+            || -> Result<Result<(Catalogue, Model, Meta), String>, IndexError> {
+                let catalogue = match Catalogue::open(dir) {
+                    Ok(catalogue) => catalogue,
+                    Err(why) => return Ok(Err(format!("record catalogue: {why}"))),
+                };
+                let meta = match catalogue.meta() {
+                    Ok(meta) => meta,
+                    Err(why) => return Ok(Err(format!("record catalogue: {why}"))),
+                };
+                let model = crate::index::model_of_stamp(&meta.stamp)?;
+                Ok(Ok((catalogue, model, meta)))
+            },
+            || flat::header_dim(dir).and_then(|dim| FlatVectors::open_verified(dir, dim)),
+        );
+        let (catalogue, model, meta) = match opened? {
+            Ok(opened) => opened,
+            Err(why) => return Ok(Err(why)),
         };
-        let stamp = match catalogue.stamp() {
-            Ok(stamp) => stamp,
-            Err(why) => return Ok(Err(format!("record catalogue: {why}"))),
-        };
-        let model = crate::index::model_of_stamp(&stamp)?;
-        if model.fingerprint != stamp.fingerprint {
+        if model.fingerprint != meta.stamp.fingerprint {
             // The full open says what to do about it.
             return Ok(Err("the model it names has other weights now".into()));
         }
-        let Some(mut flat) = FlatVectors::open_verified(dir, model.embedding_dim()) else {
+        let Some(mut flat) = flat.filter(|f| f.dim() == model.embedding_dim()) else {
             return Ok(Err("the flat vector file is missing or damaged".into()));
         };
         if !catalogue.describes(&flat) {
@@ -61,12 +75,37 @@ impl ColdIndex {
             model,
             flat,
             catalogue,
+            meta,
         }))
     }
 
     /// Live images.
     pub fn live(&self) -> u64 {
         self.catalogue.live()
+    }
+
+    /// What `imgsearch status` shows, as of the last writer's save: the
+    /// same as [`crate::index::Index::status`] without opening the store.
+    pub fn status(&self) -> Status {
+        let removed = self.catalogue.rows() as u64 - self.catalogue.live();
+        let (graph_points, graph_params) = match Graph::saved(&self.dir) {
+            Some((points, params)) => (Some(points), params),
+            None => (None, HnswParams::default()),
+        };
+        Status::new(
+            &self.dir,
+            &self.model,
+            self.meta.stamp.clone(),
+            self.meta.schema_version,
+            (self.live(), removed),
+            AnnStatus {
+                flat_rows: self.flat.rows(),
+                graph_points,
+                graph_params,
+            },
+            self.meta.roots.iter().map(|r| bytes_to_path(r)).collect(),
+            self.meta.labels.clone(),
+        )
     }
 }
 

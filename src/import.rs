@@ -185,7 +185,7 @@ pub fn import(
         }
         replaced_any |= import_file(&index, file, progress, &mut report)?;
         for root in &meta.roots {
-            index.store.add_root(root)?;
+            index.add_root(root)?;
         }
         let imported_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)

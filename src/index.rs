@@ -226,7 +226,7 @@ impl Index {
         {
             let mut ann = self.ann.write();
             ann.sync_flat()?;
-            catalogue.save(&mut ann.flat)?;
+            catalogue.save(&self.store, &mut ann.flat)?;
         }
         self.ann.read().save_graph()?;
         Ok(())
@@ -259,39 +259,74 @@ impl Index {
         dir_size(&self.dir)
     }
 
+    /// Records an ingested root (what `reindex` re-ingests), marking the
+    /// record catalogue dirty first: it keeps the roots for a cold `status`.
+    pub fn add_root(&self, root: &Path) -> Result<(), IndexError> {
+        let mut catalogue = self.catalogue.lock();
+        catalogue.begin()?;
+        self.store.add_root(root)?;
+        Ok(())
+    }
+
     pub fn status(&self) -> Result<Status, IndexError> {
-        let labels = self.store.label_counts()?;
-        let images = self.store.live_count()?;
-        // One walk of the folder gives both the parts and the total.
-        let files = file_sizes(&self.dir);
-        let unlabelled = images.saturating_sub(labels.values().sum());
         let stamp = self
             .store
             .model_stamp()?
             .expect("an open index has a model");
-        let model_renamed = (self.model.name != stamp.name).then(|| ModelRenamed {
-            now_called: self.model.name.clone(),
+        Ok(Status::new(
+            &self.dir,
+            &self.model,
+            stamp,
+            self.store.schema_version()?,
+            (self.store.live_count()?, self.store.tombstone_count()?),
+            self.ann.read().status(),
+            self.store.roots()?,
+            self.store.label_counts()?,
+        ))
+    }
+}
+
+impl Status {
+    /// A status from its parts, as an open [`Index`] or a
+    /// [`crate::cold::ColdIndex`] reads them; sizes on disk are measured
+    /// here. `counts`: live images and tombstones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: &Path,
+        model: &Model,
+        stamp: ModelStamp,
+        schema_version: u32,
+        (images, tombstones): (u64, u64),
+        ann: AnnStatus,
+        roots: Vec<PathBuf>,
+        labels: std::collections::BTreeMap<String, u64>,
+    ) -> Self {
+        // One walk of the folder gives both the parts and the total.
+        let files = file_sizes(dir);
+        let unlabelled = images.saturating_sub(labels.values().sum());
+        let model_renamed = (model.name != stamp.name).then(|| ModelRenamed {
+            now_called: model.name.clone(),
             advice: format!(
                 "this index was built with the model then called `{}`, now built in as `{}`; \
                  it keeps working with it. `imgsearch reindex --model {}` re-embeds every image \
                  with the current `{}`",
-                stamp.name, self.model.name, stamp.name, stamp.name
+                stamp.name, model.name, stamp.name, stamp.name
             ),
         });
-        Ok(Status {
-            index: self.dir.clone(),
+        Status {
+            index: dir.to_path_buf(),
             model: stamp,
-            schema_version: self.store.schema_version()?,
+            schema_version,
             images,
-            tombstones: self.store.tombstone_count()?,
-            ann: self.ann.read().status(),
-            roots: self.store.roots()?,
+            tombstones,
+            ann,
+            roots,
             labels,
             unlabelled,
             bytes_on_disk: files.iter().map(|f| f.bytes).sum(),
             files,
             model_renamed,
-        })
+        }
     }
 }
 

@@ -386,7 +386,7 @@ pub fn ingest(
         index.commit(removals, None)?;
         report.removed += chunk.len() as u64;
     }
-    store.add_root(&root)?;
+    index.add_root(&root)?;
     if crate::ann::Ann::needs_rebuild(store)? {
         index.compact()?;
         report.compacted = true;

@@ -6,27 +6,30 @@
 //! |---|---|---|
 //! | `decode` | an image file | `prepare::decode` (codecs, limits, orientation, crop) |
 //! | `flat` | `vectors.flat` and its `.sum` | `FlatVectors::open` on a real index |
+//! | `catalogue` | `records.cat` and `records.str` | `Catalogue::open` (every reader call), then `CatalogueWriter::open` on a real index |
 //! | `manifest` | the graph dump's `hnsw.json` | `Graph::open` on a real index and dump |
 //! | `model` | a model file | `Model::from_bytes` (safetensors, header, weights) |
 //!
-//! `flat` and `manifest` run against a small index built once per process
+//! `flat`, `catalogue` and `manifest` run against a small index built once per process
 //! by [`Fixture`]; [`seeds`] writes a starting corpus for every target.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use imgsearch::ann::{flat, hnsw, FlatVectors, Graph, HnswParams};
+use imgsearch::catalogue::{self, Catalogue, CatalogueWriter};
 use imgsearch::imageio::{DecodeLimits, Prep};
 use imgsearch::prepare::{self, InputShape};
 use imgsearch::store::Store;
 
-pub const TARGETS: [&str; 4] = ["decode", "flat", "manifest", "model"];
+pub const TARGETS: [&str; 5] = ["decode", "flat", "catalogue", "manifest", "model"];
 
 /// Runs one target on one input.
 pub fn run(target: &str, data: &[u8]) {
     match target {
         "decode" => decode(data),
         "flat" => flat_file(data),
+        "catalogue" => catalogue_files(data),
         "manifest" => manifest(data),
         "model" => model(data),
         other => panic!("unknown target {other}"),
@@ -60,6 +63,50 @@ pub fn flat_file(data: &[u8]) {
     let (vectors, _) = FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim)
         .expect("a damaged flat file is rebuilt, never an error");
     assert_eq!(vectors.live(), fixture.points, "rebuilt from the store");
+}
+
+/// `data` is a flag byte, a 2-byte little-endian length `n`, then `n`
+/// bytes of `records.cat`, then `records.str`. With the flag odd the
+/// header's two checksums are recomputed over what follows, so the fuzzer
+/// gets past them to the rows and the strings they point into.
+pub fn catalogue_files(data: &[u8]) {
+    let fixture = Fixture::get();
+    let Some((&flag, data)) = data.split_first() else {
+        return;
+    };
+    let (rows, strings) = split(data);
+    let mut rows = rows.to_vec();
+    if flag & 1 == 1 && rows.len() >= 64 {
+        let count = u64::from_le_bytes(rows[16..24].try_into().unwrap()) as usize;
+        let end = count.saturating_mul(32).saturating_add(64).min(rows.len());
+        let rows_crc = crc32c(&rows[64..end]);
+        let strings_len = u64::from_le_bytes(rows[40..48].try_into().unwrap()) as usize;
+        let strings_crc = crc32c(&strings[..strings_len.min(strings.len())]);
+        rows[48..52].copy_from_slice(&rows_crc.to_le_bytes());
+        rows[52..56].copy_from_slice(&strings_crc.to_le_bytes());
+    }
+    std::fs::write(fixture.dir.join(catalogue::FILE_NAME), &rows).unwrap();
+    std::fs::write(fixture.dir.join(catalogue::STRINGS_NAME), strings).unwrap();
+    if let Ok(reader) = Catalogue::open(&fixture.dir) {
+        let _ = reader.meta();
+        for row in reader.iter() {
+            let _ = reader.find(row.id);
+        }
+        let _ = (reader.removed_ids(), reader.id_for_path(b"/nowhere"));
+    }
+    let (mut vectors, _) = FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim)
+        .expect("the flat file opens");
+    let stamp = fixture.store.model_stamp().unwrap().expect("stamped");
+    CatalogueWriter::open(&fixture.dir, &fixture.store, &mut vectors, &stamp)
+        .expect("a damaged catalogue is rebuilt, never an error");
+    let rebuilt = Catalogue::open(&fixture.dir).expect("the rebuilt catalogue is trusted");
+    assert!(rebuilt.describes(&vectors));
+    assert_eq!(rebuilt.live(), fixture.points as u64, "rebuilt from the store");
+}
+
+/// CRC32C, as the catalogue's header keeps it.
+fn crc32c(bytes: &[u8]) -> u32 {
+    imgsearch::catalogue::checksum(bytes)
 }
 
 pub fn manifest(data: &[u8]) {
@@ -168,6 +215,14 @@ pub fn seeds(out: &Path) -> std::io::Result<()> {
     seed.extend(std::fs::read(flat::Sums::path(&flat_path))?);
     std::fs::create_dir_all(out.join("flat"))?;
     std::fs::write(out.join("flat/seed.bin"), seed)?;
+
+    let mut seed = vec![0u8];
+    let rows = std::fs::read(fixture.dir.join(catalogue::FILE_NAME))?;
+    seed.extend((rows.len() as u16).to_le_bytes());
+    seed.extend(&rows);
+    seed.extend(std::fs::read(fixture.dir.join(catalogue::STRINGS_NAME))?);
+    std::fs::create_dir_all(out.join("catalogue"))?;
+    std::fs::write(out.join("catalogue/seed.bin"), seed)?;
 
     std::fs::create_dir_all(out.join("manifest"))?;
     std::fs::copy(

@@ -39,6 +39,7 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
+        store.set_model_stamp(&stamp()).unwrap();
         let (mut flat, _) = FlatVectors::open(dir.path(), &store, 2).unwrap();
         let (writer, rebuilt) =
             CatalogueWriter::open(dir.path(), &store, &mut flat, &stamp()).unwrap();
@@ -87,7 +88,7 @@ impl Fixture {
     fn save(&mut self) {
         self.store.flush().unwrap();
         self.flat.sync().unwrap();
-        self.writer.save(&mut self.flat).unwrap();
+        self.writer.save(&self.store, &mut self.flat).unwrap();
     }
 
     /// A writer opening the folder afresh, as the next process would.
@@ -136,7 +137,9 @@ fn mirrors_adds_moves_relabels_and_removals_as_a_rebuild_would() {
     f.save();
     let catalogue = Catalogue::open(f.path()).unwrap();
     assert_eq!((catalogue.rows(), catalogue.live()), (5, 5));
-    assert_eq!(catalogue.stamp().unwrap(), stamp());
+    let meta = catalogue.meta().unwrap();
+    assert_eq!((meta.stamp, meta.schema_version), (stamp(), 4));
+    assert_eq!(meta.labels.get("a"), Some(&2));
     let two = catalogue.find(2).unwrap();
     assert_eq!((two.path, two.label), (&b"/p/b/2.png"[..], Some("b")));
     assert_eq!(catalogue.find(3).unwrap().label, None);

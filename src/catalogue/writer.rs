@@ -14,8 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    load, CatalogueError, Header, Loaded, RowFields, CLEAN, DIRTY, FILE_NAME, HEADER, NO_LABEL,
-    REMOVED, ROW, STRINGS_NAME,
+    checksum, checksum_of_chunks, extend_chunks, load, CatalogueError, Header, Loaded, Meta,
+    RowFields, CLEAN, DIRTY, FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME,
 };
 use crate::ann::FlatVectors;
 use crate::fsutil;
@@ -30,6 +30,9 @@ pub struct CatalogueWriter {
     rows: Vec<u8>,
     rows_file: File,
     strings_file: File,
+    /// The strings' chunk checksums, the last chunk's extended as strings
+    /// are appended (the strings are not kept in memory).
+    strings_chunks: Vec<u32>,
     /// Whether the header on disk says dirty.
     dirty: bool,
     /// A write failed part way: the files may not match `rows` and
@@ -49,7 +52,11 @@ impl CatalogueWriter {
     ) -> Result<(Self, Option<String>), CatalogueError> {
         let why = match load(dir) {
             Ok(loaded) => match disagreement(&loaded, store, flat, stamp)? {
-                None => return Ok((Self::with(dir, loaded.header, loaded.rows.to_vec())?, None)),
+                None => {
+                    let writer =
+                        Self::with(dir, loaded.header, loaded.rows.to_vec(), &loaded.strings)?;
+                    return Ok((writer, None));
+                }
                 Some(why) => why,
             },
             Err(why) => why,
@@ -65,8 +72,10 @@ impl CatalogueWriter {
         flat: &mut FlatVectors,
         stamp: &ModelStamp,
     ) -> Result<Self, CatalogueError> {
-        let mut strings = serde_json::to_vec(stamp).expect("a model stamp serializes");
-        let stamp_len = strings.len() as u32;
+        let meta = Meta::of(store)?;
+        debug_assert_eq!(&meta.stamp, stamp);
+        let mut strings = meta.encode();
+        let meta_len = strings.len() as u32;
         let mut rows = Vec::with_capacity(flat.rows() * ROW);
         let mut removed = 0;
         // Both in id order: a merge. Records the flat file lacks (none,
@@ -99,9 +108,10 @@ impl CatalogueWriter {
             last_id: flat.last_id(),
             removed,
             strings_len: strings.len() as u64,
-            rows_crc: crc32c::crc32c(&rows),
-            strings_crc: crc32c::crc32c(&strings),
-            stamp_len,
+            rows_crc: checksum(&rows),
+            strings_crc: checksum(&strings),
+            meta_at: 0,
+            meta_len,
         };
         // The strings first: a crash between the two renames leaves the old
         // header over the new strings, which fails its checksum (a rebuild,
@@ -114,10 +124,17 @@ impl CatalogueWriter {
         file.extend_from_slice(&header.encode());
         file.extend_from_slice(&rows);
         fsutil::write_bytes_atomically(&path, &file).map_err(io(path))?;
-        Self::with(dir, header, rows)
+        Self::with(dir, header, rows, &strings)
     }
 
-    fn with(dir: &Path, header: Header, rows: Vec<u8>) -> Result<Self, CatalogueError> {
+    fn with(
+        dir: &Path,
+        header: Header,
+        rows: Vec<u8>,
+        strings: &[u8],
+    ) -> Result<Self, CatalogueError> {
+        let mut strings_chunks = Vec::new();
+        extend_chunks(&mut strings_chunks, 0, strings);
         let open = |name: &str| {
             let path = dir.join(name);
             OpenOptions::new()
@@ -131,6 +148,7 @@ impl CatalogueWriter {
             rows,
             rows_file: open(FILE_NAME)?,
             strings_file: open(STRINGS_NAME)?,
+            strings_chunks,
             dirty: header.state == DIRTY,
             failed: false,
         })
@@ -215,18 +233,24 @@ impl CatalogueWriter {
         Ok(())
     }
 
-    /// Says clean: call it once the store is synced. The flat file (which
-    /// holds the rows recorded here) is synced with the new generation.
-    pub fn save(&mut self, flat: &mut FlatVectors) -> Result<(), CatalogueError> {
+    /// Says clean: call it once the store is synced. The store's meta
+    /// (roots, label counts) is recorded as it is now, and the flat file
+    /// (which holds the rows recorded here) is synced with the new
+    /// generation.
+    pub fn save(&mut self, store: &Store, flat: &mut FlatVectors) -> Result<(), CatalogueError> {
         if !self.dirty || self.failed {
             return Ok(());
         }
+        let meta = Meta::of(store)?.encode();
+        let meta_at = self.header.strings_len;
+        self.append_strings(&meta)?;
+        (self.header.meta_at, self.header.meta_len) = (meta_at, meta.len() as u32);
         self.sync(STRINGS_NAME)?;
         let generation = rand::random();
         flat.set_generation(generation)?;
         self.header.generation = generation;
         self.header.state = CLEAN;
-        self.header.rows_crc = crc32c::crc32c(&self.rows);
+        self.header.rows_crc = checksum(&self.rows);
         let header = self.header.encode();
         self.write_at(FILE_NAME, 0, &header)?;
         self.sync(FILE_NAME)?;
@@ -239,8 +263,9 @@ impl CatalogueWriter {
             return Ok(());
         }
         self.write_at(STRINGS_NAME, self.header.strings_len, bytes)?;
+        extend_chunks(&mut self.strings_chunks, self.header.strings_len, bytes);
         self.header.strings_len += bytes.len() as u64;
-        self.header.strings_crc = crc32c::crc32c_append(self.header.strings_crc, bytes);
+        self.header.strings_crc = checksum_of_chunks(&self.strings_chunks);
         Ok(())
     }
 
@@ -300,8 +325,7 @@ fn disagreement(
     stamp: &ModelStamp,
 ) -> Result<Option<String>, StoreError> {
     let header = &loaded.header;
-    let stored_stamp: Option<ModelStamp> =
-        serde_json::from_slice(&loaded.strings[..header.stamp_len as usize]).ok();
+    let stored_stamp = Meta::decode(&loaded.strings, header).ok().map(|m| m.stamp);
     Ok(if header.state != CLEAN {
         Some("left dirty: a writer stopped before it finished".into())
     } else if header.rows != flat.rows() as u64

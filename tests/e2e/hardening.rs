@@ -184,7 +184,11 @@ fn a_busy_index_is_named_as_in_use_by_another_process() {
     assert_eq!(ingest(&root, &index, &[]).status.code(), Some(0));
     let bin_path = PathBuf::from(env!("CARGO_BIN_EXE_imgsearch"));
     let server = Server::start(&bin_path, &index, &[]);
+    // `status` and `query` read the record catalogue and need no store; a
+    // writer does.
     let out = run(bin().args(["status", "--index"]).arg(&index));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(bin().arg("ingest").arg(&root).arg("--index").arg(&index));
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(

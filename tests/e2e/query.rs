@@ -318,9 +318,36 @@ fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must
         );
     };
 
-    // Serve holds the store; the query answers as before, filters included.
+    // Everything but sizes on disk (serve's open of the store grows `db/`).
+    let status = || {
+        let mut v = json_of(&run_ok(
+            bin().arg("status").arg("--index").arg(&index).arg("--json"),
+        ));
+        let fields = v.as_object_mut().unwrap();
+        fields.remove("files").unwrap();
+        fields.remove("bytes_on_disk").unwrap();
+        v
+    };
+    let before = status();
+
+    // Serve holds the store; the query answers as before, filters included,
+    // and `status` says what it said.
     let mut server = Server::start(bin_path, &index, &[]);
     assert_eq!(results(&ask()), results(&baseline));
+    let held = status();
+    assert_eq!(held, before);
+    assert_eq!(held["images"], 300);
+    assert_eq!(held["schema_version"], 4);
+    assert_eq!(held["model"]["name"], "digits");
+    let canonical_root = root.canonicalize().unwrap();
+    assert_eq!(held["roots"][0], canonical_root.to_str().unwrap());
+    let labelled: u64 = held["labels"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(labelled, 300);
     let sevens = query(&index, &[&probe, "-k", "5", "--label", "7"]);
     assert_eq!(results(&sevens).len(), 5);
     assert!(results(&sevens).iter().all(|h| h["label"] == "7"));

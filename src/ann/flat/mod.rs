@@ -174,6 +174,11 @@ impl FlatVectors {
         8 + 4 * self.dim
     }
 
+    /// Floats per vector.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     /// Rows in the file, tombstones included.
     pub fn rows(&self) -> usize {
         self.rows
@@ -330,7 +335,9 @@ impl FlatVectors {
             let file = File::open(&self.path).ok()?;
             // SAFETY: the file is only appended to past `rows`, and rewrites
             // replace it by rename, so the mapped range never changes under us.
-            unsafe { memmap2::Mmap::map(&file) }.ok()
+            // Populated: the scan reads every page, and faulting them in one
+            // call costs less than one fault per page run.
+            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
         });
         match map {
             Some(m) => {
@@ -380,6 +387,17 @@ impl FlatVectors {
             })
             .filter(|(id, _)| !self.is_dead(*id))
     }
+}
+
+/// The dimension `dir/vectors.flat`'s header declares, if it has one: lets
+/// a reader open the file while it learns the model's from elsewhere.
+pub fn header_dim(dir: &Path) -> Option<usize> {
+    let mut h = [0u8; 12];
+    File::open(dir.join(FILE_NAME))
+        .ok()?
+        .read_exact(&mut h)
+        .ok()?;
+    (&h[..8] == MAGIC).then(|| u32::from_le_bytes(h[8..12].try_into().unwrap()) as usize)
 }
 
 /// Reads and checks the header: (rows, last id), or `None` when the file is

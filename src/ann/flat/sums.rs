@@ -24,11 +24,18 @@ pub struct Sums {
 }
 
 impl Sums {
-    /// The sums of `data`, whole rows of `row_bytes` each.
+    /// The sums of `data`, whole rows of `row_bytes` each, block by block
+    /// on every core (a cold query checks a million rows' sums first).
     pub fn of(data: &[u8], row_bytes: usize) -> Self {
-        let mut sums = Self::default();
-        sums.extend(data, row_bytes);
-        sums
+        use rayon::prelude::*;
+        let whole = data.len() / row_bytes * row_bytes;
+        Self {
+            rows: whole / row_bytes,
+            blocks: data[..whole]
+                .par_chunks(BLOCK_ROWS * row_bytes)
+                .map(crc32c::crc32c)
+                .collect(),
+        }
     }
 
     /// Counts appended rows in.

@@ -4,14 +4,22 @@ use std::io::{self, Write};
 
 use anyhow::Result;
 
+use imgsearch::cold::ColdIndex;
 use imgsearch::index::{Index, Status};
 
 use crate::cli::args::IndexOnly;
 use crate::cli::output::{self, Outcome, Table};
 
 pub fn run(args: IndexOnly) -> Result<Outcome> {
-    let index = Index::open(&args.index.index, None, false)?;
-    output::print(&index.status()?, args.json)?;
+    let dir = &args.index.index;
+    // From the derived files when they are current (instant at any size,
+    // and while `serve` holds the store); else from the store, which
+    // repairs them.
+    let status = match ColdIndex::open(dir)? {
+        Ok(cold) => cold.status(),
+        Err(_) => Index::open(dir, None, false)?.status()?,
+    };
+    output::print(&status, args.json)?;
     Ok(Outcome::Success)
 }
 
