@@ -32,6 +32,9 @@ use rayon::prelude::*;
 
 #[path = "common.rs"]
 mod common;
+#[path = "flat_graph.rs"]
+mod flat_graph;
+use flat_graph::FlatGraph;
 use common::latents::Latents;
 use common::{p50_p99, run_measured};
 
@@ -79,6 +82,45 @@ fn write_f32(path: &Path, rows: impl Iterator<Item = Vec<f32>>) -> std::io::Resu
     out.flush()
 }
 
+/// Recall@10 and one-thread p50/p99 of `search` at each ef, and its batch
+/// throughput on every core: one row per ef, under a row naming `system`.
+fn measure(
+    size: usize,
+    system: Row,
+    efs: &[usize],
+    queries: &[Vec<f32>],
+    truth: &[Vec<u32>],
+    search: impl Fn(&[f32], usize) -> Vec<u64> + Sync,
+) -> Vec<Row> {
+    // rayon's pool starts on first use; not inside the first timing.
+    let _: Vec<_> = queries.par_iter().map(|q| search(q, 16)).collect();
+    let name = system.system.clone();
+    let mut rows = vec![system];
+    for &ef in efs {
+        let (mut lat, mut hit) = (Vec::with_capacity(queries.len()), 0);
+        for (q, want) in queries.iter().zip(truth) {
+            let t = Instant::now();
+            let found = search(q, ef);
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            hit += found.iter().filter(|&&id| want.contains(&(id as u32))).count();
+        }
+        let (p50, p99) = p50_p99(&mut lat);
+        let t = Instant::now();
+        let _: Vec<_> = queries.par_iter().map(|q| search(q, ef)).collect();
+        let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        let mut row = Row::new(size, "");
+        row.ef = Some(ef);
+        row.recall = Some(hit as f64 / (K * queries.len()) as f64);
+        (row.p50_ms, row.p99_ms, row.batch_qps) = (Some(p50), Some(p99), Some(qps));
+        println!(
+            "{name} ef {ef}: recall {:.4}, p50 {p50:.3} ms, p99 {p99:.3} ms, {qps:.0} q/s on all cores",
+            row.recall.unwrap()
+        );
+        rows.push(row);
+    }
+    rows
+}
+
 /// What each change to how we call hnsw_rs bought, on graphs built here in
 /// memory from the same vectors: hnsw_rs's own scalar `DistL2` through the
 /// filtered search with an empty tombstone list (as before) and through the
@@ -111,30 +153,14 @@ fn ablation(size: usize, latents: &Latents, truth: &[Vec<u32>], efs: &[usize]) -
         for &(mode, filtered) in modes {
             let mut head = Row::new(size, &format!("{}, {mode}", dist.0));
             head.build_s = Some(build_s);
-            rows.push(head);
-            for &ef in efs {
-                let (mut lat, mut hit) = (Vec::new(), 0);
-                for (q, want) in latents.queries.iter().zip(truth) {
-                    let t = Instant::now();
-                    let found = if filtered {
-                        hnsw.search_filter(q, K, ef, Some(&keep))
-                    } else {
-                        hnsw.search(q, K, ef)
-                    };
-                    lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    hit += found
-                        .iter()
-                        .filter(|n| want.contains(&(n.d_id as u32)))
-                        .count();
-                }
-                let (p50, p99) = p50_p99(&mut lat);
-                let mut row = Row::new(size, "");
-                row.ef = Some(ef);
-                row.recall = Some(hit as f64 / (K * truth.len()) as f64);
-                (row.p50_ms, row.p99_ms) = (Some(p50), Some(p99));
-                println!("{} {mode} ef {ef}: p50 {p50:.3} ms", dist.0);
-                rows.push(row);
-            }
+            rows.extend(measure(size, head, efs, &latents.queries, truth, |q, ef| {
+                let found = if filtered {
+                    hnsw.search_filter(q, K, ef, Some(&keep))
+                } else {
+                    hnsw.search(q, K, ef)
+                };
+                found.iter().map(|n| n.d_id as u64).collect()
+            }));
         }
         rows
     }
@@ -265,34 +291,27 @@ fn main() -> anyhow::Result<()> {
         head.build_s = insert_s;
         head.memory_mb = Some(hnsw_peak - exact_peak);
         head.reload_s = Some(reload_s);
-        rows.push(head);
-        // rayon's pool starts on first use; not inside the first timing.
-        let _: Vec<_> = queries.par_iter().map(|q| graph.search(q, K, 16)).collect();
-        for &ef in &efs {
-            let (mut lat, mut hit) = (Vec::with_capacity(queries.len()), 0);
-            for (q, want) in queries.iter().zip(&truth) {
-                let t = Instant::now();
-                let found = graph.search(q, K, ef);
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
-                hit += found
-                    .iter()
-                    .filter(|h| want.contains(&(h.0 as u32)))
-                    .count();
-            }
-            let (p50, p99) = p50_p99(&mut lat);
-            let t = Instant::now();
-            let _: Vec<_> = queries.par_iter().map(|q| graph.search(q, K, ef)).collect();
-            let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
-            let mut row = Row::new(size, "imgsearch");
-            row.ef = Some(ef);
-            row.recall = Some(hit as f64 / (K * queries.len()) as f64);
-            (row.p50_ms, row.p99_ms, row.batch_qps) = (Some(p50), Some(p99), Some(qps));
-            println!(
-                "ef {ef}: recall {:.4}, p50 {p50:.3} ms, p99 {p99:.3} ms, {qps:.0} q/s on 2 threads",
-                row.recall.unwrap()
-            );
-            rows.push(row);
-        }
+        let ids = |found: Vec<(u64, f32)>| found.into_iter().map(|h| h.0).collect();
+        rows.extend(measure(size, head, &efs, queries, &truth, |q, ef| {
+            ids(graph.search(q, K, ef))
+        }));
+
+        // The experiment: the same graph copied into flat arrays, searched by
+        // our own loop (`flat_graph.rs`).
+        let t = Instant::now();
+        let flat = FlatGraph::from_graph(graph, 16);
+        let mut head = Row::new(
+            size,
+            &format!(
+                "experiment: the same graph in flat arrays, our search loop (copied in {:.1} s)",
+                t.elapsed().as_secs_f64()
+            ),
+        );
+        head.memory_mb = Some(flat.bytes() as f64 / 1e6);
+        rows.extend(measure(size, head, &efs, queries, &truth, |q, ef| {
+            ids(flat.search(q, K, ef))
+        }));
+        drop(flat);
         drop(ann);
         drop(index);
         // Three more graph builds: worth it at the smaller sizes only.

@@ -335,6 +335,25 @@ impl Graph {
         self.points().saturating_sub(self.tombstones.count)
     }
 
+    /// Every point as hnsw_rs holds it: its id, its vector, and its
+    /// neighbours' ids on each layer it is on (layer 0 first). How a graph
+    /// built here can be carried into another structure without a rebuild
+    /// (`bench/ann_peers.rs` measures a search over flat arrays made so).
+    pub fn layers(&self) -> impl Iterator<Item = (u64, Vec<f32>, Vec<Vec<u64>>)> + '_ {
+        self.hnsw.get_point_indexation().into_iter().map(|point| {
+            // hnsw_rs keeps a list for every layer; the point is on those up
+            // to its own.
+            let level = point.get_point_id().0 as usize;
+            let layers = point
+                .get_neighborhood_id()
+                .into_iter()
+                .take(level + 1)
+                .map(|layer| layer.into_iter().map(|n| n.d_id as u64).collect())
+                .collect();
+            (point.get_origin_id() as u64, point.get_v().to_vec(), layers)
+        })
+    }
+
     /// Nearest live ids to `query` with their L2 distances; `ef` is the
     /// search-time candidate list (larger: better recall, slower).
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(u64, f32)> {
