@@ -34,9 +34,9 @@ use rayon::prelude::*;
 mod common;
 #[path = "flat_graph.rs"]
 mod flat_graph;
-use flat_graph::FlatGraph;
 use common::latents::Latents;
-use common::{p50_p99, run_measured};
+use common::{env_list, p50_p99, release_binary, run_measured};
+use flat_graph::FlatGraph;
 
 const K: usize = 10;
 
@@ -102,7 +102,10 @@ fn measure(
             let t = Instant::now();
             let found = search(q, ef);
             lat.push(t.elapsed().as_secs_f64() * 1e3);
-            hit += found.iter().filter(|&&id| want.contains(&(id as u32))).count();
+            hit += found
+                .iter()
+                .filter(|&&id| want.contains(&(id as u32)))
+                .count();
         }
         let (p50, p99) = p50_p99(&mut lat);
         let t = Instant::now();
@@ -153,14 +156,21 @@ fn ablation(size: usize, latents: &Latents, truth: &[Vec<u32>], efs: &[usize]) -
         for &(mode, filtered) in modes {
             let mut head = Row::new(size, &format!("{}, {mode}", dist.0));
             head.build_s = Some(build_s);
-            rows.extend(measure(size, head, efs, &latents.queries, truth, |q, ef| {
-                let found = if filtered {
-                    hnsw.search_filter(q, K, ef, Some(&keep))
-                } else {
-                    hnsw.search(q, K, ef)
-                };
-                found.iter().map(|n| n.d_id as u64).collect()
-            }));
+            rows.extend(measure(
+                size,
+                head,
+                efs,
+                &latents.queries,
+                truth,
+                |q, ef| {
+                    let found = if filtered {
+                        hnsw.search_filter(q, K, ef, Some(&keep))
+                    } else {
+                        hnsw.search(q, K, ef)
+                    };
+                    found.iter().map(|n| n.d_id as u64).collect()
+                },
+            ));
         }
         rows
     }
@@ -191,24 +201,12 @@ fn main() -> anyhow::Result<()> {
         println!("ann_peers: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };
-    let env = |k: &str| std::env::var(k).ok();
-    let list = |k: &str, default: &str| -> Vec<usize> {
-        env(k)
-            .unwrap_or_else(|| default.into())
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect()
-    };
-    let sizes = list("BENCH_SIZES", "100000");
-    let efs = list("BENCH_EFS", "16,32,64,128,256");
-    let n_queries = list("BENCH_QUERIES", "1000")[0];
+    let sizes = env_list("BENCH_SIZES", "100000");
+    let efs = env_list("BENCH_EFS", "16,32,64,128,256");
+    let n_queries = env_list("BENCH_QUERIES", "1000")[0];
     let work = manifest.join("target/bench-ann");
     std::fs::create_dir_all(&work)?;
-    let binary = manifest.join("target/release/imgsearch");
-    anyhow::ensure!(
-        binary.is_file(),
-        "build the CLI first: cargo build --release"
-    );
+    let binary = release_binary()?;
     let python = manifest.join("target/venv-peers/bin/python");
     anyhow::ensure!(
         python.is_file(),

@@ -25,27 +25,18 @@ use imgsearch::search::{self, QueryOptions, Searchable};
 #[path = "common.rs"]
 mod common;
 use common::latents::Latents;
-use common::p50_p99;
+use common::{env_list, p50_p99, release_binary};
 
 fn main() -> anyhow::Result<()> {
     let Some(root) = dataset::data_root(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!("cold_query: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };
-    let env = |k: &str| std::env::var(k).ok();
-    let sizes: Vec<usize> = env("BENCH_SIZES")
-        .unwrap_or_else(|| "10000,100000,1000000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let runs: usize = env("BENCH_RUNS").and_then(|v| v.parse().ok()).unwrap_or(11);
+    let sizes = env_list("BENCH_SIZES", "10000,100000,1000000");
+    let runs = env_list("BENCH_RUNS", "11")[0];
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-ann");
     std::fs::create_dir_all(&work)?;
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imgsearch");
-    anyhow::ensure!(
-        binary.is_file(),
-        "build the CLI first: cargo build --release"
-    );
+    let binary = release_binary()?;
     let latents = Latents::load(&root, runs)?;
     let query_png = work.join("cold-query.png");
     imgsearch::imageio::planar_to_image(

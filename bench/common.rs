@@ -2,6 +2,26 @@
 #![allow(dead_code)] // each benchmark uses a different subset
 
 /// Peak resident memory of this process so far, in MB.
+/// A comma-separated list of numbers from the environment variable `key`
+/// (`BENCH_SIZES=100000,1000000`), or `default`.
+pub fn env_list(key: &str, default: &str) -> Vec<usize> {
+    std::env::var(key)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// The release CLI the benches run as a user would, built beforehand.
+pub fn release_binary() -> anyhow::Result<std::path::PathBuf> {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imgsearch");
+    anyhow::ensure!(
+        binary.is_file(),
+        "build the CLI first: cargo build --release"
+    );
+    Ok(binary)
+}
+
 pub fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("self")
 }

@@ -24,7 +24,7 @@ use imgsearch::shards::{self, Shard, ShardError, ShardMeta, ShardRow};
 #[path = "common.rs"]
 mod common;
 use common::latents::Latents;
-use common::peak_rss_mb_of;
+use common::{env_list, peak_rss_mb_of, release_binary};
 
 const SHARDS: u32 = 8;
 
@@ -33,16 +33,9 @@ fn main() -> anyhow::Result<()> {
         println!("import: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };
-    let rows: usize = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows = env_list("BENCH_ROWS", "1000000")[0];
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-import");
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imgsearch");
-    anyhow::ensure!(
-        binary.is_file(),
-        "build the CLI first: cargo build --release"
-    );
+    let binary = release_binary()?;
     let parts = work.join(format!("parts-{rows}"));
     let t = Instant::now();
     let made = make_shards(&parts, rows, &root)?;

@@ -29,32 +29,19 @@ const K: usize = 10;
 #[path = "common.rs"]
 mod common;
 use common::latents::Latents;
-use common::{p50_p99 as ms, peak_rss_mb};
+use common::{env_list, p50_p99 as ms, peak_rss_mb, release_binary};
 
 fn main() -> anyhow::Result<()> {
     let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
         println!("query_scale: skipped, no dataset folder (set IMGSEARCH_DATA)");
         return Ok(());
     };
-    let env = |k: &str| std::env::var(k).ok();
-    let sizes: Vec<usize> = env("BENCH_SIZES")
-        .unwrap_or_else(|| "100000,1000000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let n_queries: usize = env("BENCH_QUERIES")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let cold_runs: usize = env("BENCH_COLD_RUNS")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let sizes = env_list("BENCH_SIZES", "100000,1000000");
+    let n_queries = env_list("BENCH_QUERIES", "1000")[0];
+    let cold_runs = env_list("BENCH_COLD_RUNS", "20")[0];
     let work = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-query");
     std::fs::create_dir_all(&work)?;
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/imgsearch");
-    anyhow::ensure!(
-        binary.is_file(),
-        "build the CLI first: cargo build --release"
-    );
+    let binary = release_binary()?;
 
     let latents = Latents::load(&root, n_queries)?;
     let (test, queries) = (&latents.test, &latents.queries);
