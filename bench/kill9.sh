@@ -3,7 +3,9 @@
 # with SIGKILL at a random moment KILLS times (default 20), each time run
 # again until one run completes. Then the index must equal an uninterrupted
 # run's: same records (path, label) and the same embeddings, no duplicates,
-# and `status` must show flat rows = graph points = images. Prints a table.
+# `status` must show flat rows = graph points = images, and a one-shot
+# query (read from the record catalogue) must answer as on the uninterrupted
+# index. Prints a table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${IMGSEARCH_DATA:-$root/../shared/data}
@@ -43,5 +45,18 @@ if cmp -s "$work/reference.csv" "$work/killed.csv"; then
   echo "records and embeddings: identical to the uninterrupted run ($(wc -l <"$work/reference.csv") rows)"
 else
   echo "records and embeddings: DIFFERENT from the uninterrupted run"
+  exit 1
+fi
+# The same query on both indexes, from their record catalogues: the same
+# paths, labels and distances (ids may differ).
+probe=$(find "$work/imgs/3" -name '*.png' | sort | head -1)
+hits() { "$bin" query "$probe" --index "$1" -k 50 --json | python3 -c '
+import json, sys
+for h in json.load(sys.stdin)[0]["results"]:
+    print(h["path"], h["label"], "%.5f" % h["distance"])'; }
+if [ "$(hits "$work/reference")" = "$(hits "$work/killed")" ]; then
+  echo "a one-shot query (record catalogue): the same 50 hits as on the uninterrupted index"
+else
+  echo "a one-shot query (record catalogue): DIFFERENT hits from the uninterrupted index"
   exit 1
 fi
