@@ -73,8 +73,6 @@ pub struct Index {
     /// catalogue has recorded it) and by [`Index::save`], so a save never
     /// says clean in the middle of a commit. Taken before `ann`, never after.
     catalogue: Mutex<CatalogueWriter>,
-    /// Why the catalogue was rebuilt on open, if it was.
-    pub catalogue_rebuilt: Option<String>,
     pub model: Model,
 }
 
@@ -126,14 +124,14 @@ impl Index {
             })));
         }
         let mut ann = Ann::open(dir, &store, model.embedding_dim())?;
-        let (catalogue, catalogue_rebuilt) =
-            CatalogueWriter::open(dir, &store, &mut ann.flat, &stored)?;
+        // A rebuilt catalogue gets no note: after a kill it is expected,
+        // and the store it is rebuilt from lost nothing either way.
+        let (catalogue, _rebuilt) = CatalogueWriter::open(dir, &store, &mut ann.flat, &stored)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             store,
             ann: RwLock::new(ann),
             catalogue: Mutex::new(catalogue),
-            catalogue_rebuilt,
             model,
         })
     }

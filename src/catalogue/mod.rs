@@ -8,7 +8,7 @@
 //! the flat vectors and a handful of records.
 //!
 //! Files (little-endian):
-//! - `records.cat`: a 64-byte header, then one 32-byte row per row of
+//! - `records.cat`: an 80-byte header, then one 32-byte row per row of
 //!   `vectors.flat`, in the same order (id order; removed ids stay until
 //!   compaction, as in the flat file): id u64, offset u64 into
 //!   `records.str`, path length u32, label length u32 ([`NO_LABEL`] for
@@ -33,9 +33,9 @@
 //! store. The generation is a new random number each time the writer says
 //! clean, written into the flat file's header first: a catalogue from
 //! another moment (a removal since, a file put back from a copy) does not
-//! pass for this one even when its rows do. The store's
-//! schema version 4 bars an imgsearch that does not keep the catalogue from
-//! writing to the store behind it.
+//! pass for this one even when its rows do. The store's schema version 4
+//! bars an imgsearch that does not keep the catalogue from writing to the
+//! store behind it.
 
 mod writer;
 
