@@ -14,7 +14,6 @@
 //! `BENCH_SIZES` (default 10000,100000,1000000), `BENCH_RUNS` (11).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imgsearch::cold::ColdIndex;
@@ -25,7 +24,7 @@ use imgsearch::search::{self, QueryOptions, Searchable};
 #[path = "common.rs"]
 mod common;
 use common::latents::Latents;
-use common::{env_list, p50_p99, release_binary};
+use common::{cold_queries, env_list, p50_p99, release_binary};
 
 fn main() -> anyhow::Result<()> {
     let Some(root) = dataset::data_root(Path::new(env!("CARGO_MANIFEST_DIR"))) else {
@@ -80,22 +79,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(same, "the two read paths disagree at {size}");
         }
 
-        let mut process = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let out = Command::new(&binary)
-                .arg("query")
-                .arg(&query_png)
-                .args(["-k", "10", "--json", "--index"])
-                .arg(&dir)
-                .output()?;
-            process.push(t.elapsed().as_secs_f64() * 1e3);
-            anyhow::ensure!(
-                out.status.success(),
-                "query failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let (mut process, _) = cold_queries(&binary, &query_png, &dir, &[], runs)?;
         let p50 = |v: &mut Vec<f64>| p50_p99(v).0;
         let row = [
             size as f64,

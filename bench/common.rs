@@ -22,6 +22,38 @@ pub fn release_binary() -> anyhow::Result<std::path::PathBuf> {
     Ok(binary)
 }
 
+/// Runs `imgsearch query IMAGE -k 10 --json --index DIR EXTRA...` as a fresh
+/// process `runs` times (the OS file cache warm): each run's wall time in
+/// milliseconds, and the method the last answer says it used.
+pub fn cold_queries(
+    binary: &std::path::Path,
+    image: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, String)> {
+    let (mut times, mut method) = (Vec::with_capacity(runs), String::new());
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new(binary)
+            .arg("query")
+            .arg(image)
+            .args(["-k", "10", "--json", "--index"])
+            .arg(dir)
+            .args(extra)
+            .output()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            out.status.success(),
+            "query failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        method = answer[0]["method"].as_str().unwrap_or_default().to_string();
+    }
+    Ok((times, method))
+}
+
 pub fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("self")
 }

@@ -17,7 +17,6 @@
 //! Indexes are kept in `target/bench-query/` and reused while they match.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use imgsearch::ann::Graph;
@@ -29,7 +28,7 @@ const K: usize = 10;
 #[path = "common.rs"]
 mod common;
 use common::latents::Latents;
-use common::{env_list, p50_p99 as ms, peak_rss_mb, release_binary};
+use common::{cold_queries, env_list, p50_p99 as ms, peak_rss_mb, release_binary};
 
 fn main() -> anyhow::Result<()> {
     let Some(root) = dataset::data_root(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))) else {
@@ -125,27 +124,9 @@ fn main() -> anyhow::Result<()> {
 
         // Cold: a fresh `imgsearch query` process per run (OS file cache warm).
         let cold = |extra: &[&str], runs: usize| -> anyhow::Result<(f64, f64, String)> {
-            let mut times = Vec::new();
-            let mut method = String::new();
-            for _ in 0..runs {
-                let t = Instant::now();
-                let out = Command::new(&binary)
-                    .arg("query")
-                    .arg(&query_png)
-                    .args(["-k", "10", "--json", "--index"])
-                    .arg(&dir)
-                    .args(extra)
-                    .output()?;
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-                anyhow::ensure!(
-                    out.status.success(),
-                    "query failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-                method = v[0]["method"].as_str().unwrap_or_default().to_string();
-            }
+            let (mut times, method) = cold_queries(&binary, &query_png, &dir, extra, runs)?;
             let (p50, _) = ms(&mut times);
+            // Sorted by now: the last is the slowest.
             Ok((p50, times[times.len() - 1], method))
         };
         let (c50, cmax, method) = cold(&[], cold_runs)?;
