@@ -173,18 +173,15 @@ impl Index {
         catalogue.begin()?;
         let applied = self.store.apply(&changes)?;
         let store = started.elapsed();
-        let mut points: Vec<(u64, Vec<f32>)> = Vec::with_capacity(applied.added.len());
-        let mut records = Vec::with_capacity(applied.added.len());
-        for (change, &id) in changes
+        // The batch's adds, in order, got `applied.added`'s ids.
+        let (records, vectors): (Vec<_>, Vec<_>) = changes
             .into_iter()
-            .filter(|c| matches!(c, Change::Add { .. }))
-            .zip(&applied.added)
-        {
-            if let Change::Add { record, vector } = change {
-                points.push((id, vector));
-                records.push(record);
-            }
-        }
+            .filter_map(|change| match change {
+                Change::Add { record, vector } => Some((record, vector)),
+                _ => None,
+            })
+            .unzip();
+        let points: Vec<(u64, Vec<f32>)> = applied.added.iter().copied().zip(vectors).collect();
         // The flat file under a brief exclusive lock, taken on this thread
         // (not in the pool, which may run at a lower priority: a
         // low-priority thread holding or queueing for the lock would stall

@@ -488,3 +488,37 @@ impl Graph {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_export_every_point_once_with_links_to_points() {
+        let graph = Graph::empty(4, HnswParams::default(), 500);
+        let points: Vec<(u64, Vec<f32>)> = (0..500u64)
+            .map(|id| {
+                (
+                    id,
+                    (0..4).map(|d| ((id * 7 + d * 13) % 31) as f32).collect(),
+                )
+            })
+            .collect();
+        graph.insert(&points);
+        let mut seen: Vec<(u64, Vec<f32>, Vec<Vec<u64>>)> = graph.layers().collect();
+        seen.sort_by_key(|p| p.0);
+        assert_eq!(seen.len(), 500);
+        for ((id, vector, layers), (want_id, want_vector)) in seen.iter().zip(&points) {
+            assert_eq!((id, vector), (want_id, want_vector));
+            // Every point is on layer 0 and linked there; links name points.
+            assert!(
+                !layers.is_empty() && !layers[0].is_empty(),
+                "{id}: {layers:?}"
+            );
+            assert!(layers.iter().flatten().all(|n| *n < 500 && n != id));
+        }
+        // Some points reach the upper layers, fewer on each.
+        let on = |layer: usize| seen.iter().filter(|p| p.2.len() > layer).count();
+        assert!(on(1) > 0 && on(1) < 500, "{}", on(1));
+    }
+}

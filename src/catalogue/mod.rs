@@ -81,9 +81,13 @@ const CHUNK: usize = 1 << 20;
 /// The checksum the header keeps of each file: the CRC32C of the CRC32Cs
 /// of its 1 MiB chunks (little-endian, in order).
 pub fn checksum(bytes: &[u8]) -> u32 {
+    checksum_of_chunks(&chunk_sums(bytes))
+}
+
+/// The CRC32C of each 1 MiB chunk, on every core.
+fn chunk_sums(bytes: &[u8]) -> Vec<u32> {
     use rayon::prelude::*;
-    let chunks: Vec<u32> = bytes.par_chunks(CHUNK).map(crc32c::crc32c).collect();
-    checksum_of_chunks(&chunks)
+    bytes.par_chunks(CHUNK).map(crc32c::crc32c).collect()
 }
 
 fn checksum_of_chunks(chunks: &[u32]) -> u32 {
@@ -239,6 +243,8 @@ struct Loaded {
     /// The rows, without the header.
     rows: Mapped,
     strings: Mapped,
+    /// The strings' chunk checksums, which a writer goes on extending.
+    strings_chunks: Vec<u32>,
 }
 
 /// Maps `dir`'s catalogue and checks everything the header promises, or
@@ -279,7 +285,8 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     let strings = Mapped::open(&dir.join(STRINGS_NAME), 0, strings_len)
         .map_err(|e| format!("strings unreadable: {e}"))?
         .ok_or("torn: strings shorter than the header says")?;
-    if checksum(&strings) != header.strings_crc {
+    let strings_chunks = chunk_sums(&strings);
+    if checksum_of_chunks(&strings_chunks) != header.strings_crc {
         return Err("damaged strings (checksum)".into());
     }
     if header.meta_at.saturating_add(header.meta_len as u64) > strings.len() as u64 {
@@ -289,6 +296,7 @@ fn load(dir: &Path) -> Result<Loaded, String> {
         header,
         rows,
         strings,
+        strings_chunks,
     })
 }
 

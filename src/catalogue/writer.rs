@@ -14,8 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    checksum, checksum_of_chunks, extend_chunks, load, CatalogueError, Header, Loaded, Meta,
-    RowFields, CLEAN, DIRTY, FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME,
+    checksum, checksum_of_chunks, chunk_sums, extend_chunks, load, CatalogueError, Header, Loaded,
+    Meta, RowFields, CLEAN, DIRTY, FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME,
 };
 use crate::ann::FlatVectors;
 use crate::fsutil;
@@ -53,8 +53,8 @@ impl CatalogueWriter {
         let why = match load(dir) {
             Ok(loaded) => match disagreement(&loaded, store, flat, stamp)? {
                 None => {
-                    let writer =
-                        Self::with(dir, loaded.header, loaded.rows.to_vec(), &loaded.strings)?;
+                    let rows = loaded.rows.to_vec();
+                    let writer = Self::with(dir, loaded.header, rows, loaded.strings_chunks)?;
                     return Ok((writer, None));
                 }
                 Some(why) => why,
@@ -124,17 +124,15 @@ impl CatalogueWriter {
         file.extend_from_slice(&header.encode());
         file.extend_from_slice(&rows);
         fsutil::write_bytes_atomically(&path, &file).map_err(io(path))?;
-        Self::with(dir, header, rows, &strings)
+        Self::with(dir, header, rows, chunk_sums(&strings))
     }
 
     fn with(
         dir: &Path,
         header: Header,
         rows: Vec<u8>,
-        strings: &[u8],
+        strings_chunks: Vec<u32>,
     ) -> Result<Self, CatalogueError> {
-        let mut strings_chunks = Vec::new();
-        extend_chunks(&mut strings_chunks, 0, strings);
         let open = |name: &str| {
             let path = dir.join(name);
             OpenOptions::new()
