@@ -1,4 +1,5 @@
-//! The graph beside its peers: hnsw_rs as imgsearch uses it, hnswlib and
+//! The graph beside its peers: imgsearch's own HNSW, hnsw_rs as imgsearch
+//! used it before (at up to 200,000 vectors), hnswlib and
 //! faiss (`IndexHNSWFlat`, `IndexFlatL2`), on exactly the same vectors and
 //! queries, on this machine, in one run.
 //!
@@ -16,9 +17,7 @@
 //!
 //! Run: `bash bench/ann-peers.sh` (makes the venv, then
 //! `cargo bench --bench ann_peers`). `BENCH_SIZES` (default 100000),
-//! `BENCH_QUERIES` (1000), `BENCH_EFS` (16,32,64,128,256). Sizes up to
-//! 200,000 also get the ablation (what each change to our use of hnsw_rs
-//! bought), which builds two more graphs.
+//! `BENCH_QUERIES` (1000), `BENCH_EFS` (16,32,64,128,256).
 
 use std::io::Write;
 use std::path::Path;
@@ -32,11 +31,8 @@ use rayon::prelude::*;
 
 #[path = "common.rs"]
 mod common;
-#[path = "flat_graph.rs"]
-mod flat_graph;
 use common::latents::Latents;
 use common::{env_list, p50_p99, release_binary, run_measured};
-use flat_graph::FlatGraph;
 
 const K: usize = 10;
 
@@ -124,75 +120,46 @@ fn measure(
     rows
 }
 
-/// What each change to how we call hnsw_rs bought, on graphs built here in
-/// memory from the same vectors: hnsw_rs's own scalar `DistL2` through the
-/// filtered search with an empty tombstone list (as before) and through the
-/// plain search, then our kernel (`imgsearch::ann::hnsw::DistL2`, now).
-fn ablation(size: usize, latents: &Latents, truth: &[Vec<u32>], efs: &[usize]) -> Vec<Row> {
-    use hnsw_rs::prelude::{Distance, Hnsw};
-    fn run<D: Distance<f32> + Send + Sync>(
-        size: usize,
-        dist: (&str, D),
-        latents: &Latents,
-        truth: &[Vec<u32>],
-        efs: &[usize],
-        modes: &[(&str, bool)],
-    ) -> Vec<Row> {
-        let base: Vec<Vec<f32>> = latents.replicated(size).collect();
-        let t = Instant::now();
-        let hnsw = Hnsw::<f32, D>::new(16, size, 16, 128, dist.1);
-        for (start, chunk) in base.chunks(4096).enumerate() {
-            let refs: Vec<(&[f32], usize)> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.as_slice(), start * 4096 + i))
-                .collect();
-            hnsw.parallel_insert_slice(&refs);
-        }
-        let build_s = t.elapsed().as_secs_f64();
-        let none: &[usize] = &[];
-        let keep = |id: &usize| none.binary_search(id).is_err();
-        let mut rows = Vec::new();
-        for &(mode, filtered) in modes {
-            let mut head = Row::new(size, &format!("{}, {mode}", dist.0));
-            head.build_s = Some(build_s);
-            rows.extend(measure(
-                size,
-                head,
-                efs,
-                &latents.queries,
-                truth,
-                |q, ef| {
-                    let found = if filtered {
-                        hnsw.search_filter(q, K, ef, Some(&keep))
-                    } else {
-                        hnsw.search(q, K, ef)
-                    };
-                    found.iter().map(|n| n.d_id as u64).collect()
-                },
-            ));
-        }
-        rows
+/// Euclidean distance for hnsw_rs through our kernel, as imgsearch used
+/// it before the graph became its own.
+#[derive(Clone, Copy, Default)]
+struct KernelL2;
+
+impl hnsw_rs::prelude::Distance<f32> for KernelL2 {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        l2sq(a, b).sqrt()
     }
-    let library = ("hnsw_rs `DistL2` (scalar)", hnsw_rs::prelude::DistL2);
-    let mut rows = run(
+}
+
+/// hnsw_rs as imgsearch used it until it had its own graph (M 16,
+/// ef_construction 128, our kernel as its distance, the plain `search`),
+/// built here in memory from the same vectors: the baseline the own graph
+/// replaced, in the same run.
+fn hnsw_rs_before(size: usize, latents: &Latents, truth: &[Vec<u32>], efs: &[usize]) -> Vec<Row> {
+    use hnsw_rs::prelude::Hnsw;
+    let base: Vec<Vec<f32>> = latents.replicated(size).collect();
+    let (rss_before, t) = (common::rss_mb(), Instant::now());
+    let hnsw = Hnsw::<f32, KernelL2>::new(16, size, 16, 128, KernelL2);
+    for (start, chunk) in base.chunks(4096).enumerate() {
+        let refs: Vec<(&[f32], usize)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_slice(), start * 4096 + i))
+            .collect();
+        hnsw.parallel_insert_slice(&refs);
+    }
+    let mut head = Row::new(
         size,
-        library,
-        latents,
-        truth,
-        efs,
-        &[("`search_filter` (before)", true), ("`search`", false)],
+        "hnsw_rs 0.3.5 as imgsearch used it (before), built in memory",
     );
-    let ours = ("our kernel", imgsearch::ann::hnsw::DistL2);
-    rows.extend(run(
-        size,
-        ours,
-        latents,
-        truth,
-        efs,
-        &[("`search` (now)", false)],
-    ));
-    rows
+    head.build_s = Some(t.elapsed().as_secs_f64());
+    head.memory_mb = Some(common::rss_mb() - rss_before);
+    measure(size, head, efs, &latents.queries, truth, |q, ef| {
+        hnsw.search(q, K, ef)
+            .iter()
+            .map(|n| n.d_id as u64)
+            .collect()
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -285,7 +252,7 @@ fn main() -> anyhow::Result<()> {
         let ann = index.ann();
         let graph = ann.loaded_graph().expect("loaded");
         // Store ids start at 0 in insertion order, so id = row.
-        let mut head = Row::new(size, "imgsearch (hnsw_rs, M 16, ef_construction 128)");
+        let mut head = Row::new(size, "imgsearch (own HNSW, M 16, ef_construction 128)");
         head.build_s = insert_s;
         head.memory_mb = Some(hnsw_peak - exact_peak);
         head.reload_s = Some(reload_s);
@@ -294,27 +261,12 @@ fn main() -> anyhow::Result<()> {
             ids(graph.search(q, K, ef))
         }));
 
-        // The experiment: the same graph copied into flat arrays, searched by
-        // our own loop (`flat_graph.rs`).
-        let t = Instant::now();
-        let flat = FlatGraph::from_graph(graph, 16);
-        let mut head = Row::new(
-            size,
-            &format!(
-                "experiment: the same graph in flat arrays, our search loop (copied in {:.1} s)",
-                t.elapsed().as_secs_f64()
-            ),
-        );
-        head.memory_mb = Some(flat.bytes() as f64 / 1e6);
-        rows.extend(measure(size, head, &efs, queries, &truth, |q, ef| {
-            ids(flat.search(q, K, ef))
-        }));
-        drop(flat);
         drop(ann);
         drop(index);
-        // Three more graph builds: worth it at the smaller sizes only.
+        // The graph it replaced, built again: 645 s at a million, so only
+        // at the smaller sizes.
         if size <= 200_000 {
-            rows.extend(ablation(size, &latents, &truth, &efs));
+            rows.extend(hnsw_rs_before(size, &latents, &truth, &efs));
         }
 
         let mut row = Row::new(

@@ -1,7 +1,6 @@
 //! Helpers shared by the benchmarks.
 #![allow(dead_code)] // each benchmark uses a different subset
 
-/// Peak resident memory of this process so far, in MB.
 /// A comma-separated list of numbers from the environment variable `key`
 /// (`BENCH_SIZES=100000,1000000`), or `default`.
 pub fn env_list(key: &str, default: &str) -> Vec<usize> {
@@ -54,6 +53,19 @@ pub fn cold_queries(
     Ok((times, method))
 }
 
+/// Resident memory of this process now, in MB.
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Peak resident memory of this process so far, in MB.
 pub fn peak_rss_mb() -> f64 {
     peak_rss_mb_of("self")
 }

@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of imgsearch's readers of untrusted bytes with
 # AFL++ (cargo-afl, stable toolchain): image decode through the preparation
 # step, the flat vector file and its checksums, the record catalogue, the
-# graph manifest, the model file. The targets are in fuzz/src/lib.rs.
+# graph file, the model file. The targets are in fuzz/src/lib.rs.
 #
 #   bash bench/fuzz.sh [MINUTES] [TARGET...]     # default: 10 minutes, every target
 #
@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 minutes=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(decode flat catalogue manifest model)
+[ ${#targets[@]} -gt 0 ] || targets=(decode flat catalogue graph model)
 jobs=${FUZZ_JOBS:-$(nproc)}
 work=$root/target/fuzz
 

@@ -1,5 +1,5 @@
 //! Running third-party code that may panic on damaged input (sled on a
-//! truncated database, hnsw_rs on a corrupt dump) as an error instead.
+//! truncated database) as an error instead.
 
 use std::panic::{self, AssertUnwindSafe};
 

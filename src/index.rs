@@ -338,7 +338,8 @@ pub fn discard_new(dir: &Path) -> std::io::Result<()> {
         let sums = crate::ann::flat::Sums::path(flat);
         if Path::new(&name) == flat
             || Path::new(&name) == sums
-            || name == crate::ann::hnsw::MANIFEST
+            || name == crate::ann::hnsw::FILE_NAME
+            || name == crate::ann::hnsw::OLD_MANIFEST
             || name == crate::catalogue::FILE_NAME
             || name == crate::catalogue::STRINGS_NAME
         {
@@ -385,7 +386,7 @@ pub struct Status {
     pub unlabelled: u64,
     pub bytes_on_disk: u64,
     /// What each top-level file or folder of the index takes on disk
-    /// (`db/`: the store; `hnsw-*/`: the graph dump), largest first.
+    /// (`db/`: the store; `graph.hnsw`: the graph), largest first.
     pub files: Vec<FileSize>,
     /// When the model the index was built with has since been renamed (a
     /// default replaced by a new one): its name now, and what to run to move

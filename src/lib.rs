@@ -15,6 +15,7 @@
 pub mod ann;
 pub mod anomaly;
 pub mod catalogue;
+pub mod checksum;
 pub mod classify;
 pub mod clusters;
 pub mod codes;

@@ -7,10 +7,10 @@
 //! | `decode` | an image file | `prepare::decode` (codecs, limits, orientation, crop) |
 //! | `flat` | `vectors.flat` and its `.sum` | `FlatVectors::open` on a real index |
 //! | `catalogue` | `records.cat` and `records.str` | `Catalogue::open` (every reader call), then `CatalogueWriter::open` on a real index |
-//! | `manifest` | the graph dump's `hnsw.json` | `Graph::open` on a real index and dump |
+//! | `graph` | `graph.hnsw` | `Graph::open` on a real index, then a search |
 //! | `model` | a model file | `Model::from_bytes` (safetensors, header, weights) |
 //!
-//! `flat`, `catalogue` and `manifest` run against a small index built once per process
+//! `flat`, `catalogue` and `graph` run against a small index built once per process
 //! by [`Fixture`]; [`seeds`] writes a starting corpus for every target.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use imgsearch::imageio::{DecodeLimits, Prep};
 use imgsearch::prepare::{self, InputShape};
 use imgsearch::store::Store;
 
-pub const TARGETS: [&str; 5] = ["decode", "flat", "catalogue", "manifest", "model"];
+pub const TARGETS: [&str; 5] = ["decode", "flat", "catalogue", "graph", "model"];
 
 /// Runs one target on one input.
 pub fn run(target: &str, data: &[u8]) {
@@ -30,7 +30,7 @@ pub fn run(target: &str, data: &[u8]) {
         "decode" => decode(data),
         "flat" => flat_file(data),
         "catalogue" => catalogue_files(data),
-        "manifest" => manifest(data),
+        "graph" => graph_file(data),
         "model" => model(data),
         other => panic!("unknown target {other}"),
     }
@@ -94,14 +94,18 @@ pub fn catalogue_files(data: &[u8]) {
         }
         let _ = (reader.removed_ids(), reader.id_for_path(b"/nowhere"));
     }
-    let (mut vectors, _) = FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim)
-        .expect("the flat file opens");
+    let (mut vectors, _) =
+        FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim).expect("the flat file opens");
     let stamp = fixture.store.model_stamp().unwrap().expect("stamped");
     CatalogueWriter::open(&fixture.dir, &fixture.store, &mut vectors, &stamp)
         .expect("a damaged catalogue is rebuilt, never an error");
     let rebuilt = Catalogue::open(&fixture.dir).expect("the rebuilt catalogue is trusted");
     assert!(rebuilt.describes(&vectors));
-    assert_eq!(rebuilt.live(), fixture.points as u64, "rebuilt from the store");
+    assert_eq!(
+        rebuilt.live(),
+        fixture.points as u64,
+        "rebuilt from the store"
+    );
 }
 
 /// CRC32C, as the catalogue's header keeps it.
@@ -109,9 +113,19 @@ fn crc32c(bytes: &[u8]) -> u32 {
     imgsearch::catalogue::checksum(bytes)
 }
 
-pub fn manifest(data: &[u8]) {
+/// `data` is a flag byte, then `graph.hnsw`. With the flag odd the
+/// checksums are recomputed over what follows, so the fuzzer gets past
+/// them to the arrays: links, levels and the entry point.
+pub fn graph_file(data: &[u8]) {
     let fixture = Fixture::get();
-    std::fs::write(fixture.dir.join(hnsw::MANIFEST), data).unwrap();
+    let Some((&flag, graph)) = data.split_first() else {
+        return;
+    };
+    let mut graph = graph.to_vec();
+    if flag & 1 == 1 {
+        seal_graph(&mut graph);
+    }
+    std::fs::write(fixture.dir.join(hnsw::FILE_NAME), &graph).unwrap();
     let (graph, _) = Graph::open(
         &fixture.dir,
         &fixture.store,
@@ -124,6 +138,44 @@ pub fn manifest(data: &[u8]) {
         fixture.points,
         "caught up from the store"
     );
+    let hits = graph.search(&vec![0.5; fixture.dim], 3, 16);
+    assert_eq!(hits.len(), 3.min(fixture.points));
+}
+
+/// Recomputes a graph file's body and header checksums, following the
+/// layout in `src/ann/hnsw/file.rs` (as far as the bytes allow).
+fn seal_graph(bytes: &mut [u8]) {
+    if bytes.len() < 64 {
+        return;
+    }
+    let u32_at =
+        |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (dim, m, n, upper) = (
+        u32_at(bytes, 12),
+        u32_at(bytes, 16),
+        u64_at(bytes, 24),
+        u64_at(bytes, 32),
+    );
+    let lens = [
+        n.saturating_mul(8),
+        n.saturating_mul(dim).saturating_mul(4),
+        n.saturating_mul(m).saturating_mul(8),
+        upper.saturating_mul(4),
+        n,
+    ];
+    let mut at = 64;
+    let mut sums = Vec::new();
+    for len in lens {
+        let end = at.saturating_add(len).min(bytes.len());
+        sums.push(imgsearch::checksum::chunked(&bytes[at..end]));
+        at = end;
+    }
+    let body = imgsearch::checksum::of_chunks(&sums);
+    bytes[44..48].copy_from_slice(&body.to_le_bytes());
+    let head = crc32c(&bytes[0..48]);
+    bytes[48..52].copy_from_slice(&head.to_le_bytes());
 }
 
 pub fn model(data: &[u8]) {
@@ -185,7 +237,7 @@ impl Fixture {
 }
 
 /// Writes a starting corpus for every target under `out/<target>/`: small
-/// images in each format, the fixture's own flat file and manifest, and a
+/// images in each format, the fixture's own flat file, catalogue and graph, and a
 /// tiny trained model file.
 pub fn seeds(out: &Path) -> std::io::Result<()> {
     use image::ImageFormat;
@@ -224,11 +276,10 @@ pub fn seeds(out: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out.join("catalogue"))?;
     std::fs::write(out.join("catalogue/seed.bin"), seed)?;
 
-    std::fs::create_dir_all(out.join("manifest"))?;
-    std::fs::copy(
-        fixture.dir.join(hnsw::MANIFEST),
-        out.join("manifest/seed.json"),
-    )?;
+    let mut seed = vec![1u8];
+    seed.extend(std::fs::read(fixture.dir.join(hnsw::FILE_NAME))?);
+    std::fs::create_dir_all(out.join("graph"))?;
+    std::fs::write(out.join("graph/seed.bin"), seed)?;
 
     std::fs::create_dir_all(out.join("model"))?;
     std::fs::write(out.join("model/seed.safetensors"), tiny_model())?;

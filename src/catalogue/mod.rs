@@ -74,41 +74,12 @@ pub enum CatalogueError {
     Flat(#[from] crate::ann::FlatError),
 }
 
-/// Bytes per checksummed chunk. Chunks are checked on every core: a cold
-/// query at a million images checks 60 MB of catalogue before it trusts it.
-const CHUNK: usize = 1 << 20;
-
 /// The checksum the header keeps of each file: the CRC32C of the CRC32Cs
-/// of its 1 MiB chunks (little-endian, in order).
-pub fn checksum(bytes: &[u8]) -> u32 {
-    checksum_of_chunks(&chunk_sums(bytes))
-}
-
-/// The CRC32C of each 1 MiB chunk, on every core.
-fn chunk_sums(bytes: &[u8]) -> Vec<u32> {
-    use rayon::prelude::*;
-    bytes.par_chunks(CHUNK).map(crc32c::crc32c).collect()
-}
-
-fn checksum_of_chunks(chunks: &[u32]) -> u32 {
-    let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.to_le_bytes()).collect();
-    crc32c::crc32c(&bytes)
-}
-
-/// Extends the chunk checksums of `len` bytes with appended `bytes`.
-fn extend_chunks(chunks: &mut Vec<u32>, len: u64, mut bytes: &[u8]) {
-    let mut len = len as usize;
-    while !bytes.is_empty() {
-        let in_chunk = len % CHUNK;
-        let (part, rest) = bytes.split_at((CHUNK - in_chunk).min(bytes.len()));
-        match (in_chunk, chunks.last_mut()) {
-            (0, _) | (_, None) => chunks.push(crc32c::crc32c(part)),
-            (_, Some(last)) => *last = crc32c::crc32c_append(*last, part),
-        }
-        len += part.len();
-        bytes = rest;
-    }
-}
+/// of its 1 MiB chunks (little-endian, in order), checked on every core:
+/// a cold query at a million images checks 60 MB of catalogue before it
+/// trusts it.
+pub use crate::checksum::chunked as checksum;
+use crate::checksum::{chunk_sums, extend_chunks, of_chunks as checksum_of_chunks};
 
 /// The fixed-size header, as numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -199,12 +199,11 @@ fn a_busy_index_is_named_as_in_use_by_another_process() {
     drop(server);
 }
 
-/// The one graph dump file of an index.
+/// The saved graph of an index.
 fn graph_file(index: &Path) -> PathBuf {
-    crate::common::files_under(index)
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".hnsw.graph"))
-        .expect("a saved graph")
+    let path = index.join("graph.hnsw");
+    assert!(path.is_file(), "a saved graph");
+    path
 }
 
 /// `query IMAGE --hnsw -k K --json` against `index`, within a minute.
@@ -254,49 +253,86 @@ fn a_damaged_graph_dump_is_rebuilt_with_one_line_and_no_crash() {
     assert_eq!(stderr(&out), "");
 }
 
+/// The paths of a `query --json` answer's hits, sorted.
+fn hit_paths(out: &Output) -> Vec<String> {
+    let mut paths: Vec<String> = json_of(out)[0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
 #[test]
-fn a_graph_manifest_naming_another_folder_is_not_followed() {
+fn a_torn_stale_missing_or_old_format_graph_is_caught_up_or_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("imgs");
     let files = images(&root, 12);
     let index = dir.path().join("idx");
+    let everything = |out: &Output| {
+        let mut want: Vec<String> = files
+            .iter()
+            .map(|f| f.to_str().unwrap().to_string())
+            .collect();
+        want.sort();
+        assert_eq!(hit_paths(out), want, "every image once");
+    };
+    // Six images, a search through the graph (which saves it), then six
+    // more (held aside meanwhile; a rename keeps them unchanged).
+    let aside = dir.path().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    for f in &files[6..] {
+        std::fs::rename(f, aside.join(f.file_name().unwrap())).unwrap();
+    }
     assert_eq!(ingest(&root, &index, &[]).status.code(), Some(0));
-    // A planted manifest pointing at a valid dump outside the index.
-    let manifest_path = index.join("hnsw.json");
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    let folder = manifest["folder"].as_str().unwrap().to_string();
-    let outside = dir.path().join("elsewhere");
-    std::fs::rename(index.join(&folder), &outside).unwrap();
-    manifest["folder"] = Value::from("../elsewhere");
-    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    assert_eq!(query_hnsw(&index, &files[0], 3).status.code(), Some(0));
+    let stale = std::fs::read(graph_file(&index)).unwrap();
+    for f in &files[6..] {
+        std::fs::rename(aside.join(f.file_name().unwrap()), f).unwrap();
+    }
+    assert_eq!(ingest(&root, &index, &[]).status.code(), Some(0));
+    assert_ne!(std::fs::read(graph_file(&index)).unwrap(), stale);
 
-    let out = query_hnsw(&index, &files[3], 1);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("outside the index"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        json_of(&out)[0]["results"][0]["path"],
-        files[3].to_str().unwrap()
-    );
-
-    // A manifest whose newest id is not the graph's (catch-up would insert
-    // the newer points a second time) is rebuilt too.
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
-    manifest["max_id"] = Value::from(4);
-    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    // Stale: the six-image graph put back is caught up, silently.
+    std::fs::write(graph_file(&index), &stale).unwrap();
     let out = query_hnsw(&index, &files[9], 12);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("newest id"), "{}", stderr(&out));
-    let hits = json_of(&out)[0]["results"].as_array().unwrap().clone();
-    let mut paths: Vec<&str> = hits.iter().map(|h| h["path"].as_str().unwrap()).collect();
-    paths.sort();
-    paths.dedup();
-    assert_eq!(paths.len(), 12, "every image once: {hits:?}");
+    assert_eq!(stderr(&out), "");
+    everything(&out);
+
+    // Torn: cut short, as by a crash mid-write of a file not yet renamed
+    // into place (or a disk that lost its tail).
+    let whole = std::fs::read(graph_file(&index)).unwrap();
+    std::fs::write(graph_file(&index), &whole[..whole.len() / 3]).unwrap();
+    let out = query_hnsw(&index, &files[9], 12);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    everything(&out);
+    assert_eq!(
+        std::fs::read(graph_file(&index)).unwrap().len(),
+        whole.len()
+    );
+
+    // Missing: rebuilt without a word (nothing was wrong).
+    std::fs::remove_file(graph_file(&index)).unwrap();
+    let out = query_hnsw(&index, &files[9], 12);
+    assert_eq!((out.status.code(), stderr(&out).as_str()), (Some(0), ""));
+    everything(&out);
+
+    // An older imgsearch's hnsw_rs dump: said once, replaced, removed.
+    std::fs::remove_file(graph_file(&index)).unwrap();
+    std::fs::write(index.join("hnsw.json"), r#"{"folder": "hnsw-13-12"}"#).unwrap();
+    std::fs::create_dir_all(index.join("hnsw-13-12")).unwrap();
+    std::fs::write(index.join("hnsw-13-12/graph.hnsw.graph"), b"old").unwrap();
+    let out = query_hnsw(&index, &files[9], 12);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("older imgsearch"), "{}", stderr(&out));
+    everything(&out);
+    assert!(!index.join("hnsw.json").exists() && !index.join("hnsw-13-12").exists());
+    let out = query_hnsw(&index, &files[9], 12);
+    assert_eq!((out.status.code(), stderr(&out).as_str()), (Some(0), ""));
 }
 
 #[test]

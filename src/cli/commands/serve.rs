@@ -49,8 +49,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<Outcome> {
     // Structured logs on stderr; IMGSEARCH_LOG takes a tracing filter
     // (e.g. `debug`, or `imgsearch=info,tower_http=debug`).
-    let filter = EnvFilter::try_from_env("IMGSEARCH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,hnsw_rs=warn"));
+    let filter =
+        EnvFilter::try_from_env("IMGSEARCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -223,7 +223,7 @@ impl Server {
             .arg(index)
             .args(["--addr", "127.0.0.1:0"])
             .args(extra)
-            .env("IMGSEARCH_LOG", "info,hnsw_rs=warn")
+            .env("IMGSEARCH_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,4 +1,0 @@
-//! AFL++ target `manifest`: see the crate's documentation.
-fn main() {
-    afl::fuzz!(|data: &[u8]| imgsearch_fuzz::run("manifest", data));
-}
