@@ -17,7 +17,8 @@
 //!
 //! Run: `bash bench/ann-peers.sh` (makes the venv, then
 //! `cargo bench --bench ann_peers`). `BENCH_SIZES` (default 100000),
-//! `BENCH_QUERIES` (1000), `BENCH_EFS` (16,32,64,128,256).
+//! `BENCH_QUERIES` (1000), `BENCH_EFS` (16,32,64,128,256). `BENCH_OURS_ONLY=1`
+//! measures imgsearch's graph alone (no baseline: for trying a change).
 
 use std::io::Write;
 use std::path::Path;
@@ -265,7 +266,8 @@ fn main() -> anyhow::Result<()> {
         drop(index);
         // The graph it replaced, built again: 645 s at a million, so only
         // at the smaller sizes.
-        if size <= 200_000 {
+        let ours_only = std::env::var("BENCH_OURS_ONLY").is_ok_and(|v| v == "1");
+        if size <= 200_000 && !ours_only {
             rows.extend(hnsw_rs_before(size, &latents, &truth, &efs));
         }
 
@@ -279,6 +281,10 @@ fn main() -> anyhow::Result<()> {
         row.cold_ms = Some(hnsw_wall * 1e3);
         rows.push(row);
 
+        if ours_only {
+            let _ = std::fs::remove_file(&base_file);
+            continue;
+        }
         // The peers, on the same files.
         let out = Command::new(&python)
             .arg(manifest.join("bench/ann_peers.py"))

@@ -70,7 +70,7 @@ impl WithBatch<'_> {
     /// nearest first, keep one only if it is nearer to the base point than
     /// to any kept one, up to `keep`. Links so spread in all directions,
     /// which is what keeps clustered data navigable.
-    fn select(&self, candidates: &[Near], keep: usize) -> Vec<u32> {
+    fn select(&self, candidates: impl IntoIterator<Item = Near>, keep: usize) -> Vec<u32> {
         let mut kept: Vec<u32> = Vec::with_capacity(keep);
         for c in candidates {
             if kept.len() == keep {
@@ -82,6 +82,16 @@ impl WithBatch<'_> {
         }
         kept
     }
+}
+
+/// Two lists, each nearest first, as one (without copying either).
+fn merged<'a>(a: &'a [Near], b: &'a [Near]) -> impl Iterator<Item = Near> + 'a {
+    let (mut a, mut b) = (a.iter().copied().peekable(), b.iter().copied().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// A new point's links, layer 0 first.
@@ -106,21 +116,22 @@ fn plan(with: &WithBatch, i: usize, level: u8, levels: &[u8], ef_construction: u
         entries.push(at);
     }
     for layer in (0..=level).rev() {
-        let mut candidates = if entries.is_empty() || layer > graph.top_level() {
-            Vec::new()
-        } else {
-            graph.search_layer(q, &entries, ef_construction, layer, &|_| true)
-        };
-        if !candidates.is_empty() {
-            entries = candidates.clone();
+        let searched = !entries.is_empty() && layer <= graph.top_level();
+        if searched {
+            // This layer's nearest are where the next layer's search starts.
+            entries = graph.search_layer(q, &entries, ef_construction, layer, &|_| true);
         }
+        let found: &[Near] = if searched { &entries } else { &[] };
         // The batch's earlier points on this layer, compared directly.
-        candidates.extend((0..i).filter(|&j| levels[j] >= layer).map(|j| Near {
-            distance: squared_distance(q, &with.batch[j].1),
-            row: base + j as u32,
-        }));
-        candidates.sort_unstable();
-        plan[layer as usize] = with.select(&candidates, graph.m);
+        let mut mates: Vec<Near> = (0..i)
+            .filter(|&j| levels[j] >= layer)
+            .map(|j| Near {
+                distance: squared_distance(q, &with.batch[j].1),
+                row: base + j as u32,
+            })
+            .collect();
+        mates.sort_unstable();
+        plan[layer as usize] = with.select(merged(found, &mates), graph.m);
     }
     plan
 }
@@ -178,7 +189,7 @@ fn plan_batch(
                     })
                     .collect();
                 candidates.sort_unstable();
-                links = with.select(&candidates, slots);
+                links = with.select(candidates, slots);
             }
             Relinked { row, layer, links }
         })
