@@ -55,14 +55,7 @@ pub fn cold_queries(
 
 /// Resident memory of this process now, in MB.
 pub fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    status_mb("self", "VmRSS:")
 }
 
 /// Peak resident memory of this process so far, in MB.
@@ -72,11 +65,16 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Peak resident memory of a process (`self` or a pid) so far, in MB.
 pub fn peak_rss_mb_of(pid: &str) -> f64 {
+    status_mb(pid, "VmHWM:")
+}
+
+/// A memory line (`key`, in kB) of `/proc/PID/status`, in MB.
+fn status_mb(pid: &str, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)

@@ -49,7 +49,8 @@ else
 fi
 # The same query on both indexes, from their record catalogues: the same
 # paths, labels and distances (ids may differ).
-probe=$(find "$work/imgs/3" -name '*.png' | sort | head -1)
+# sed reads to the end (head would close the pipe early: SIGPIPE under pipefail).
+probe=$(find "$work/imgs/3" -name '*.png' | sort | sed -n 1p)
 hits() { "$bin" query "$probe" --index "$1" -k 50 --json | python3 -c '
 import json, sys
 for h in json.load(sys.stdin)[0]["results"]:
