@@ -165,7 +165,7 @@ fn seal_graph(bytes: &mut [u8]) {
         upper.saturating_mul(4),
         n,
     ];
-    let mut at = 64;
+    let mut at: usize = 64;
     let mut sums = Vec::new();
     for len in lens {
         let end = at.saturating_add(len).min(bytes.len());
