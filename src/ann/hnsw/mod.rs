@@ -222,15 +222,6 @@ impl Graph {
         self.points().saturating_sub(self.tombstones.count)
     }
 
-    /// Bytes the graph's arrays hold in memory.
-    pub fn bytes(&self) -> usize {
-        let l = self.layers.read();
-        l.ids.len() * 8
-            + l.levels.len()
-            + l.vectors.len() * 4
-            + (l.layer0.len() + l.upper.len() + l.upper_at.len()) * 4
-    }
-
     /// Nearest live ids to `query` with their L2 distances, nearest first;
     /// `ef` is the search-time candidate list (larger: better recall,
     /// slower).
