@@ -154,11 +154,19 @@ fn squared_distances_portable(chunk: &[u8], row_bytes: usize, q: &[f32], out: &m
 #[inline]
 pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA, the features the function enables.
         return unsafe { l2sq_avx2(a, b) };
     }
     l2sq(a, b)
+}
+
+/// Whether this CPU has AVX2 and FMA, the features the `*_avx2` paths
+/// (here and in the graph's walk) are compiled for. Cached by std.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// [`l2sq`] compiled for AVX2 and FMA.

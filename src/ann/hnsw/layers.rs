@@ -277,8 +277,7 @@ impl Layers {
         admit: &dyn Fn(u32) -> bool,
     ) -> Vec<Near> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::ann::kernels::avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA, the features the
             // function enables.
             return unsafe { self.search_layer_avx2(q, entries, ef, layer, admit) };
