@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 mod tx;
-use tx::{tx_error, TxTrees};
+use tx::{tx_error, Tally, TxTrees};
 
 /// Current schema; [`MIGRATIONS`] lifts older stores to it.
 pub const SCHEMA_VERSION: u32 = 4;
@@ -566,6 +566,7 @@ impl Store {
             .transaction(
                 |(meta, images, vectors, paths, hashes, tombs, labelled, labels)| {
                     let applied = std::cell::RefCell::new(Applied::default());
+                    let tally = std::cell::RefCell::new(Tally::default());
                     let tx = TxTrees {
                         meta,
                         images,
@@ -576,6 +577,7 @@ impl Store {
                         labelled,
                         labels,
                         applied: &applied,
+                        tally: &tally,
                     };
                     for change in changes {
                         match change {
@@ -588,6 +590,7 @@ impl Store {
                             Change::Remove { id } => tx.remove(*id)?,
                         }
                     }
+                    tx.finish()?;
                     Ok(applied.into_inner())
                 },
             )

@@ -1,24 +1,53 @@
 //! The one write path: every change to the store is applied to all of its
 //! trees inside one sled transaction, through [`TxTrees`].
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::{hash_key, id_of, key, vector_bytes, Record, StoreError};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
-pub(super) fn tx_counter(meta: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64> {
-    let current = meta
+fn meta_u64(tree: &TransactionalTree, name: &str) -> TxResult<u64> {
+    Ok(tree
         .get(name)?
         .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-        .unwrap_or(0);
-    let next = (current as i64 + delta).max(0) as u64;
-    meta.insert(name, &next.to_be_bytes())?;
+        .unwrap_or(0))
+}
+
+fn tx_counter(tree: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64> {
+    let next = (meta_u64(tree, name)? as i64 + delta).max(0) as u64;
+    tree.insert(name, &next.to_be_bytes())?;
     Ok(next)
 }
 
 pub(super) fn encode(record: &Record) -> Vec<u8> {
     postcard::to_stdvec(record).expect("records serialize")
+}
+
+/// The counters a transaction moves, summed as it goes and written once
+/// at its end: a batch of 4,096 adds then reads and writes `next_id`,
+/// `live` and each label's count once, not 4,096 times each.
+#[derive(Default)]
+pub(super) struct Tally {
+    /// The next free id, once an add has read it.
+    next_id: Option<u64>,
+    live: i64,
+    tombstones: i64,
+    labels: BTreeMap<String, i64>,
+}
+
+impl Tally {
+    fn label(&mut self, label: &str, delta: i64) {
+        match self.labels.get_mut(label) {
+            Some(d) => *d += delta,
+            None => {
+                self.labels.insert(label.to_string(), delta);
+            }
+        }
+    }
 }
 
 /// The trees of one transaction, so helpers take one argument.
@@ -33,14 +62,16 @@ pub(super) struct TxTrees<'a> {
     pub(super) labels: &'a TransactionalTree,
     /// What this attempt of the transaction changed (reset on a retry,
     /// since sled re-runs the closure that makes it).
-    pub(super) applied: &'a std::cell::RefCell<super::Applied>,
+    pub(super) applied: &'a RefCell<super::Applied>,
+    /// Likewise reset on a retry.
+    pub(super) tally: &'a RefCell<Tally>,
 }
 
 impl TxTrees<'_> {
     /// Stores a new record under the next id, replacing any older record of
     /// the same path (a path has one live record), and returns the id.
     pub(super) fn add(&self, record: &Record, vector: &[f32]) -> TxResult<u64> {
-        let id = tx_counter(self.meta, "next_id", 1)? - 1;
+        let id = self.take_id()?;
         if let Some(old) = self.paths.get(&record.path)? {
             self.remove(id_of(&old))?;
         }
@@ -49,7 +80,7 @@ impl TxTrees<'_> {
         self.paths.insert(record.path.as_slice(), &key(id))?;
         self.hashes.insert(hash_key(&record.hash, id), &[])?;
         self.set_label(id, None, record.label.as_deref())?;
-        tx_counter(self.meta, "live", 1)?;
+        self.tally.borrow_mut().live += 1;
         self.applied.borrow_mut().added.push(id);
         Ok(id)
     }
@@ -92,27 +123,58 @@ impl TxTrees<'_> {
         self.hashes.remove(hash_key(&old.hash, id))?;
         self.set_label(id, old.label.as_deref(), None)?;
         self.tombs.insert(&key(id), &[])?;
-        tx_counter(self.meta, "live", -1)?;
-        tx_counter(self.meta, "tombstones", 1)?;
+        {
+            let mut tally = self.tally.borrow_mut();
+            tally.live -= 1;
+            tally.tombstones += 1;
+        }
         self.applied.borrow_mut().removed.push(id);
         Ok(())
     }
 
-    /// Moves `id` from label `old` to label `new` (either may be none),
-    /// keeping the per-label counts.
+    /// Moves `id` from label `old` to label `new` (either may be none);
+    /// the per-label counts move in [`TxTrees::finish`].
     pub(super) fn set_label(&self, id: u64, old: Option<&str>, new: Option<&str>) -> TxResult<()> {
         if old == new {
             return Ok(());
         }
         if let Some(old) = old {
-            if tx_counter(self.labels, old, -1)? == 0 {
-                self.labels.remove(old.as_bytes())?;
-            }
+            self.tally.borrow_mut().label(old, -1);
             self.labelled.remove(&key(id))?;
         }
         if let Some(new) = new {
-            tx_counter(self.labels, new, 1)?;
+            self.tally.borrow_mut().label(new, 1);
             self.labelled.insert(&key(id), new.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The next free id, read from `meta` the first time.
+    fn take_id(&self) -> TxResult<u64> {
+        let mut tally = self.tally.borrow_mut();
+        let id = match tally.next_id {
+            Some(id) => id,
+            None => meta_u64(self.meta, "next_id")?,
+        };
+        tally.next_id = Some(id + 1);
+        Ok(id)
+    }
+
+    /// Writes the counters the transaction moved: call it last.
+    pub(super) fn finish(&self) -> TxResult<()> {
+        let tally = self.tally.take();
+        if let Some(next) = tally.next_id {
+            self.meta.insert("next_id", &next.to_be_bytes())?;
+        }
+        for (name, delta) in [("live", tally.live), ("tombstones", tally.tombstones)] {
+            if delta != 0 {
+                tx_counter(self.meta, name, delta)?;
+            }
+        }
+        for (label, delta) in &tally.labels {
+            if *delta != 0 && tx_counter(self.labels, label, *delta)? == 0 {
+                self.labels.remove(label.as_bytes())?;
+            }
         }
         Ok(())
     }
