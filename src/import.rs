@@ -16,12 +16,12 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, PendingGraph};
 use crate::model::Model;
 use crate::progress::Progress;
 use crate::shards::{ShardError, ShardMeta, ShardReader, ShardRow};
@@ -162,6 +162,44 @@ pub fn import(
         ..Default::default()
     };
     progress.stage("rows", Some(metas.iter().map(|(_, rows)| rows).sum()));
+    // The graph takes each batch on a thread of its own while this one
+    // commits the next to the store: those are an import's two costs, and
+    // sled's inserts keep one core busy where the graph's keep them all.
+    let (graph_tx, graph_rx) = sync_channel::<PendingGraph>(1);
+    let (replaced_any, graph_seconds) = std::thread::scope(|scope| {
+        let index = &index;
+        let graph =
+            scope.spawn(move || -> f64 { graph_rx.iter().map(|p| index.insert_pending(p)).sum() });
+        let imported = import_files(index, files, &metas, &graph_tx, progress, &mut report);
+        // Ends the graph's thread once it has taken every batch.
+        drop(graph_tx);
+        let graph_seconds = graph
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        imported.map(|replaced_any| (replaced_any, graph_seconds))
+    })?;
+    report.index_seconds += graph_seconds;
+    if replaced_any && crate::ann::Ann::needs_rebuild(&index.store)? {
+        index.compact()?;
+        report.compacted = true;
+    }
+    index.save()?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.rows_per_second = report.rows as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+/// Imports each file not imported before (by name and checksum), in
+/// order, handing each batch's graph work to `graph`; returns whether any
+/// stored record was replaced.
+fn import_files(
+    index: &Index,
+    files: &[PathBuf],
+    metas: &[(ShardMeta, u64)],
+    graph: &SyncSender<PendingGraph>,
+    progress: &dyn Progress,
+    report: &mut ImportReport,
+) -> Result<bool, ImportError> {
     let mut replaced_any = false;
     for ((meta, rows), file) in metas.iter().zip(files) {
         let name = file
@@ -183,7 +221,7 @@ pub fn import(
             progress.advance(*rows);
             continue;
         }
-        replaced_any |= import_file(&index, file, progress, &mut report)?;
+        replaced_any |= import_file(index, file, graph, progress, report)?;
         for root in &meta.roots {
             index.add_root(root)?;
         }
@@ -205,14 +243,7 @@ pub fn import(
             already_imported: false,
         });
     }
-    if replaced_any && crate::ann::Ann::needs_rebuild(&index.store)? {
-        index.compact()?;
-        report.compacted = true;
-    }
-    index.save()?;
-    report.seconds = started.elapsed().as_secs_f64();
-    report.rows_per_second = report.rows as f64 / report.seconds.max(1e-9);
-    Ok(report)
+    Ok(replaced_any)
 }
 
 fn mismatch(file: &Path, meta: &ShardMeta, target: String, model: &Model) -> ImportError {
@@ -253,6 +284,7 @@ fn open_index(
 fn import_file(
     index: &Index,
     file: &Path,
+    graph: &SyncSender<PendingGraph>,
     progress: &dyn Progress,
     report: &mut ImportReport,
 ) -> Result<bool, ImportError> {
@@ -275,14 +307,14 @@ fn import_file(
                 // One path twice in a batch: the first commits before the
                 // second is looked up, so the second replaces it.
                 if batch.len() == BATCH || paths.contains(&row.path) {
-                    replaced_any |= commit(index, &mut batch, progress, report)?;
+                    replaced_any |= commit(index, &mut batch, graph, progress, report)?;
                     paths.clear();
                 }
                 paths.insert(row.path.clone());
                 batch.push(row);
             }
         }
-        replaced_any |= commit(index, &mut batch, progress, report)?;
+        replaced_any |= commit(index, &mut batch, graph, progress, report)?;
         Ok(())
     })?;
     Ok(replaced_any)
@@ -293,6 +325,7 @@ fn import_file(
 fn commit(
     index: &Index,
     batch: &mut Vec<ShardRow>,
+    graph: &SyncSender<PendingGraph>,
     progress: &dyn Progress,
     report: &mut ImportReport,
 ) -> Result<bool, ImportError> {
@@ -348,9 +381,14 @@ fn commit(
         }
     }
     if !changes.is_empty() {
-        let committed = index.commit(changes, None)?;
+        let (committed, pending) = index.commit_deferred(changes)?;
         report.store_seconds += committed.store_seconds;
         report.index_seconds += committed.index_seconds;
+        // The graph's thread lives until the sender is dropped, so it is
+        // there to take it.
+        graph
+            .send(pending)
+            .expect("the graph's thread takes batches until the import ends");
     }
     progress.advance(rows);
     Ok(replaced)

@@ -59,6 +59,14 @@ pub struct Committed {
     pub index_seconds: f64,
 }
 
+/// A committed batch's part that the graph has yet to take: its new
+/// points, and the ids it removed. See [`Index::commit_deferred`].
+#[must_use = "the graph misses the batch until it is passed to Index::insert_pending"]
+pub struct PendingGraph {
+    points: Vec<(u64, Vec<f32>)>,
+    removed: Vec<u64>,
+}
+
 /// An open index. Everything takes `&self`, so `serve` shares one `Index`
 /// between threads: the store (sled) and model are thread-safe, and the
 /// derived structures sit behind a read-write lock that searches share and
@@ -168,6 +176,25 @@ impl Index {
         changes: Vec<Change>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<Committed, IndexError> {
+        let (mut committed, pending) = self.commit_deferred(changes)?;
+        committed.index_seconds += match pool {
+            Some(pool) => pool.install(|| self.insert_pending(pending)),
+            None => self.insert_pending(pending),
+        };
+        Ok(committed)
+    }
+
+    /// [`Index::commit`] up to the graph: the store, the flat file and the
+    /// record catalogue. The graph's part comes back to be passed to
+    /// [`Index::insert_pending`], in commit order, on any thread, so that
+    /// a bulk writer (`import`) commits its next batch to the store while
+    /// the graph takes this one. Searches see the batch through the flat
+    /// file meanwhile; the graph, derived, is caught up on the next open
+    /// if the process dies first.
+    pub fn commit_deferred(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<(Committed, PendingGraph), IndexError> {
         let started = Instant::now();
         let mut catalogue = self.catalogue.lock();
         catalogue.begin()?;
@@ -183,12 +210,12 @@ impl Index {
             .unzip();
         let points: Vec<(u64, Vec<f32>)> = applied.added.iter().copied().zip(vectors).collect();
         // The flat file under a brief exclusive lock, taken on this thread
-        // (not in the pool, which may run at a lower priority: a
+        // (not in a pool, which may run at a lower priority: a
         // low-priority thread holding or queueing for the lock would stall
-        // every search); the graph (the slow part) under a shared lock, so
-        // searches go on meanwhile. New points go into the graph as they
-        // commit, so it is loaded before the first of them (a batch that
-        // adds nothing never opens it).
+        // every search); the graph (the slow part) later, under a shared
+        // lock, so searches go on meanwhile. New points go into the graph
+        // as they commit, so it is loaded before the first of them (a
+        // batch that adds nothing never opens it).
         if !points.is_empty() {
             self.load_graph()?;
         }
@@ -197,19 +224,29 @@ impl Index {
             applied.added.iter().copied().zip(&records).collect();
         catalogue.record(&self.store, &added, &applied)?;
         drop(catalogue);
-        let insert = || self.ann().insert_graph(&points);
-        match pool {
-            Some(pool) => pool.install(insert),
-            None => insert(),
-        }
-        if !applied.removed.is_empty() {
-            self.ann_mut().add_tombstones(&applied.removed);
-        }
-        Ok(Committed {
+        let committed = Committed {
             ids: applied.added,
             store_seconds: store.as_secs_f64(),
             index_seconds: (started.elapsed() - store).as_secs_f64(),
-        })
+        };
+        let pending = PendingGraph {
+            points,
+            removed: applied.removed,
+        };
+        Ok((committed, pending))
+    }
+
+    /// Gives the graph a batch from [`Index::commit_deferred`] (batches in
+    /// the order they committed: the graph takes increasing ids) on the
+    /// current rayon pool, then tombstones what the batch removed. Returns
+    /// the seconds it took.
+    pub fn insert_pending(&self, pending: PendingGraph) -> f64 {
+        let started = Instant::now();
+        self.ann().insert_graph(&pending.points);
+        if !pending.removed.is_empty() {
+            self.ann_mut().add_tombstones(&pending.removed);
+        }
+        started.elapsed().as_secs_f64()
     }
 
     /// Flushes the store, then the flat file and graph (if it changed),
