@@ -35,6 +35,12 @@ mod common;
 use common::latents::Latents;
 use common::{env_list, p50_p99, release_binary, run_measured};
 
+/// The allocator the `imgsearch` binary runs with (`src/main.rs`), so the
+/// index built and searched here is built and searched as the CLI does.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const K: usize = 10;
 
 /// One row of the table; the Python side prints the same fields as JSON.

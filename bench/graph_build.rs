@@ -24,6 +24,7 @@ use common::latents::Latents;
 const BATCH: usize = 4096;
 
 /// The allocator the `imgsearch` binary runs with (`src/main.rs`).
+#[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -115,6 +115,16 @@ impl Searchable for ColdIndex {
     }
 
     fn id_for_path(&self, path: &[u8]) -> Result<Option<u64>, StoreError> {
+        // Ingest and import add the root of everything they store, so a
+        // path under none of the roots is not in the index, and the usual
+        // query (a photo from elsewhere) skips scanning a million rows'
+        // paths. Only a shortcut: a file not found here is decoded and
+        // embedded instead, to the same vector.
+        let path_buf = bytes_to_path(path);
+        let roots = &self.meta.roots;
+        if !roots.is_empty() && !roots.iter().any(|r| path_buf.starts_with(bytes_to_path(r))) {
+            return Ok(None);
+        }
         Ok(self.catalogue.id_for_path(path))
     }
 

@@ -98,7 +98,8 @@ pub struct ImportReport {
     pub compacted: bool,
     pub seconds: f64,
     pub rows_per_second: f64,
-    /// sled transactions, and the flat file and graph, in seconds.
+    /// Seconds in sled transactions, and in the flat file and graph. The
+    /// graph runs beside the store, so the two can add up past `seconds`.
     pub store_seconds: f64,
     pub index_seconds: f64,
 }
