@@ -184,6 +184,7 @@ pub fn import(
         index.compact()?;
         report.compacted = true;
     }
+    index.complete_graph()?;
     index.save()?;
     report.seconds = started.elapsed().as_secs_f64();
     report.rows_per_second = report.rows as f64 / report.seconds.max(1e-9);

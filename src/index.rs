@@ -164,6 +164,26 @@ impl Index {
         Ok(())
     }
 
+    /// Loads the graph (catching it up with the store) unless it is in
+    /// memory or saved whole, so that the next [`Index::save`] leaves it
+    /// whole. A writer calls it before its last save: a kill can leave the
+    /// graph behind the store with nothing left for the rerun to commit,
+    /// and the graph would otherwise be caught up by whichever reader
+    /// needed it next (a million points: most of a minute at `serve`'s
+    /// start).
+    pub fn complete_graph(&self) -> Result<(), AnnError> {
+        let behind = {
+            let ann = self.ann();
+            ann.loaded_graph().is_none()
+                && crate::ann::Graph::saved(&self.dir)
+                    .is_none_or(|(points, _)| points != ann.flat.rows())
+        };
+        if behind {
+            self.load_graph()?;
+        }
+        Ok(())
+    }
+
     /// The one write path of ingest and import: marks the record catalogue
     /// dirty, commits `changes` to the store in one transaction, then
     /// appends the new records' vectors to the flat file and graph and

@@ -391,6 +391,7 @@ pub fn ingest(
         index.compact()?;
         report.compacted = true;
     }
+    index.complete_graph()?;
     index.save()?;
     Ok(finish(report, opts, started))
 }

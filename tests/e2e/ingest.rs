@@ -380,4 +380,9 @@ fn kill_9_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
             String::from_utf8_lossy(path)
         );
     }
+    // The rerun leaves the graph whole and saved, even when a kill came
+    // after the last batch committed and left it nothing to insert.
+    let after = status(&crashed);
+    assert_eq!(after["graph_points"], after["flat_rows"], "{after}");
+    assert_eq!(after["flat_rows"], 1500, "{after}");
 }
