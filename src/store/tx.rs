@@ -10,7 +10,7 @@ use super::{hash_key, id_of, key, vector_bytes, Record, StoreError};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
-fn meta_u64(tree: &TransactionalTree, name: &str) -> TxResult<u64> {
+fn read_u64(tree: &TransactionalTree, name: &str) -> TxResult<u64> {
     Ok(tree
         .get(name)?
         .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
@@ -18,7 +18,7 @@ fn meta_u64(tree: &TransactionalTree, name: &str) -> TxResult<u64> {
 }
 
 fn tx_counter(tree: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64> {
-    let next = (meta_u64(tree, name)? as i64 + delta).max(0) as u64;
+    let next = (read_u64(tree, name)? as i64 + delta).max(0) as u64;
     tree.insert(name, &next.to_be_bytes())?;
     Ok(next)
 }
@@ -154,7 +154,7 @@ impl TxTrees<'_> {
         let mut tally = self.tally.borrow_mut();
         let id = match tally.next_id {
             Some(id) => id,
-            None => meta_u64(self.meta, "next_id")?,
+            None => read_u64(self.meta, "next_id")?,
         };
         tally.next_id = Some(id + 1);
         Ok(id)

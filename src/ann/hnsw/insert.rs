@@ -224,6 +224,7 @@ pub fn apply(graph: &mut Layers, batch: &[(u64, Vec<f32>)], planned: Planned) {
         planned.rows,
         "a plan applies to its own graph"
     );
+    graph.reserve_rows(batch.len());
     for (((id, vector), &level), plan) in batch.iter().zip(&planned.levels).zip(&planned.plans) {
         let row = graph.push_row(*id, level, vector);
         for (layer, links) in plan.iter().enumerate() {

@@ -161,6 +161,36 @@ fn a_saved_graph_loads_equal_and_a_damaged_one_is_refused() {
 }
 
 #[test]
+fn a_loaded_graph_grows_by_an_eighth_not_by_doubling() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = HnswParams::default();
+    let graph = Graph::empty(6, params, 0);
+    graph.insert(&points(4000, 6, 9));
+    graph.save(dir.path()).unwrap();
+    let loaded = Graph::load(dir.path(), 6, params).unwrap();
+    let more = points(4010, 6, 9).split_off(4000);
+    for (i, point) in more.iter().enumerate() {
+        loaded.insert(std::slice::from_ref(point));
+        let layers = loaded.layers.read();
+        let rows = 4001 + i;
+        // At most an eighth of room beside what the rows hold, and the
+        // first insert made it, not each one (that would copy the arrays
+        // every time).
+        for (capacity, len) in [
+            (layers.vectors.capacity(), layers.vectors.len()),
+            (layers.layer0.capacity(), layers.layer0.len()),
+            (layers.ids.capacity(), layers.ids.len()),
+        ] {
+            assert!(capacity * 8 <= len * 9 + 64, "{capacity} for {len}");
+        }
+        assert_eq!(layers.rows(), rows);
+        assert_eq!(layers.vectors.capacity(), (4000 + 500) * 6);
+    }
+    let q = points(1, 6, 10).remove(0).1;
+    assert_eq!(loaded.search(&q, 10, 64).len(), 10);
+}
+
+#[test]
 fn a_graph_whose_checksums_match_but_whose_links_do_not_is_refused() {
     // What the checksums cannot catch (a file written wrongly, or by a
     // fuzzer that fixes them up) the structural check does.
