@@ -122,15 +122,22 @@ fn tombstones_and_filters_apply_inside_the_walk() {
     }
 }
 
+/// A graph of `n` 6-float points from `seed`, saved in a new folder and
+/// loaded back: (the folder, the graph built, the graph loaded).
+fn saved_and_loaded(n: usize, seed: u64) -> (tempfile::TempDir, Graph, Graph) {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = Graph::empty(6, HnswParams::default(), 0);
+    graph.insert(&points(n, 6, seed));
+    graph.save(dir.path()).unwrap();
+    let loaded = Graph::load(dir.path(), 6, HnswParams::default()).unwrap();
+    (dir, graph, loaded)
+}
+
 #[test]
 fn a_saved_graph_loads_equal_and_a_damaged_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
     let params = HnswParams::default();
-    let graph = Graph::empty(6, params, 0);
-    graph.insert(&points(1500, 6, 7));
-    graph.save(dir.path()).unwrap();
+    let (dir, graph, loaded) = saved_and_loaded(1500, 7);
     assert_eq!(Graph::saved(dir.path()), Some((1500, params)));
-    let loaded = Graph::load(dir.path(), 6, params).unwrap();
     assert_eq!(*loaded.layers.read(), *graph.layers.read());
     let q = points(1, 6, 8).remove(0).1;
     assert_eq!(loaded.search(&q, 5, 32), graph.search(&q, 5, 32));
@@ -162,12 +169,7 @@ fn a_saved_graph_loads_equal_and_a_damaged_one_is_refused() {
 
 #[test]
 fn a_loaded_graph_grows_by_an_eighth_not_by_doubling() {
-    let dir = tempfile::tempdir().unwrap();
-    let params = HnswParams::default();
-    let graph = Graph::empty(6, params, 0);
-    graph.insert(&points(4000, 6, 9));
-    graph.save(dir.path()).unwrap();
-    let loaded = Graph::load(dir.path(), 6, params).unwrap();
+    let (_dir, _, loaded) = saved_and_loaded(4000, 9);
     let more = points(4010, 6, 9).split_off(4000);
     for (i, point) in more.iter().enumerate() {
         loaded.insert(std::slice::from_ref(point));
