@@ -176,8 +176,9 @@ pub enum SearchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ann(#[from] crate::ann::AnnError),
-    /// The plan picked the graph, which only an open [`Index`] loads.
-    #[error("this search needs the HNSW graph, which is loaded only with the store open")]
+    /// The plan picked the graph, and the saved one is not current: only
+    /// an open [`Index`] catches it up.
+    #[error("this search needs the HNSW graph, and the saved one is behind the index: it is caught up with the store open")]
     NeedsGraph,
 }
 
@@ -233,17 +234,30 @@ pub fn neighbours(
         Method::Exact => exact(&ann.flat, vectors, k, allowed.as_deref()),
         Method::Hnsw => {
             let graph = ann.loaded_graph().expect("loaded above");
-            let ef = opts.ef.unwrap_or(default_ef(graph.points())).max(k);
-            vectors
-                .par_iter()
-                .map(|v| match &allowed {
-                    Some(ids) => graph.search_where(v, k, ef, |id| ids.binary_search(&id).is_ok()),
-                    None => graph.search(v, k, ef),
-                })
-                .collect()
+            graph_search(graph, vectors, opts, allowed.as_deref())
         }
     };
     Ok((found, method))
+}
+
+/// Each vector's k nearest live ids in `graph` (only `allowed` ones, a
+/// sorted list, when given), at the query's `ef` or the default for the
+/// graph's size.
+pub(crate) fn graph_search(
+    graph: &crate::ann::Graph,
+    vectors: &[Vec<f32>],
+    opts: &QueryOptions,
+    allowed: Option<&[u64]>,
+) -> Vec<Neighbours> {
+    let k = opts.k.max(1);
+    let ef = opts.ef.unwrap_or(default_ef(graph.points())).max(k);
+    vectors
+        .par_iter()
+        .map(|v| match allowed {
+            Some(ids) => graph.search_where(v, k, ef, |id| ids.binary_search(&id).is_ok()),
+            None => graph.search(v, k, ef),
+        })
+        .collect()
 }
 
 /// Picks the method for `queries` searches over `candidates` of `points`

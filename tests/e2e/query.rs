@@ -353,6 +353,32 @@ fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must
     assert!(results(&sevens).iter().all(|h| h["label"] == "7"));
     let by_id = query(&index, &["--id", "3", "-k", "1"]);
     assert_eq!(results(&by_id)[0]["id"], 3);
+    // The graph too: `--hnsw` reads the saved graph beside the catalogue
+    // and finds the same images (300 points: the walk misses none).
+    let paths = |v: &Value| -> Vec<String> {
+        results(v)
+            .iter()
+            .map(|h| h["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let by_graph = query(&index, &[&probe, "-k", "8", "--hnsw"]);
+    assert_eq!(by_graph[0]["method"], "hnsw");
+    assert_eq!(paths(&by_graph), paths(&baseline));
+    // A graph that is not there (or is behind) sends `--hnsw` to the
+    // store, which serve holds; plain queries still answer.
+    let graph_file = index.join("graph.hnsw");
+    let saved_graph = std::fs::read(&graph_file).unwrap();
+    std::fs::remove_file(&graph_file).unwrap();
+    let out = bin()
+        .args(["query", "--hnsw", "--index"])
+        .arg(&index)
+        .arg(&probe)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--hnsw answered without a graph");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another imgsearch"));
+    assert_eq!(results(&ask()), results(&baseline));
+    std::fs::write(&graph_file, &saved_graph).unwrap();
 
     // Torn, or marked dirty (a writer killed mid-commit): not trusted.
     let len = std::fs::metadata(&catalogue).unwrap().len();
@@ -401,4 +427,18 @@ fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must
         .collect();
     assert_eq!(paths.len(), 299);
     assert!(!paths.contains(&gone.as_str()));
+
+    // That query repaired the catalogue; through it, the graph keeps the
+    // removed image as a point and never answers it (a tombstone from the
+    // catalogue), while serve holds the store.
+    let server = Server::start(bin_path, &index, &[]);
+    let all = query(&index, &[&probe, "-k", "300", "--hnsw", "--ef", "400"]);
+    assert_eq!(all[0]["method"], "hnsw");
+    let found: Vec<&str> = results(&all)
+        .iter()
+        .map(|h| h["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(found.len(), 299);
+    assert!(!found.contains(&gone.as_str()));
+    drop(server);
 }

@@ -82,14 +82,11 @@ pub fn run(args: Args) -> Result<Outcome> {
         hnsw: args.hnsw,
         ef: args.ef,
     };
-    // A one-shot query reads the derived files (flat vectors and record
-    // catalogue) when they are current, and never opens the store; when
-    // they are not, or the plan wants the graph, it opens the index, which
-    // repairs them.
-    let cold = match args.hnsw {
-        true => None,
-        false => ColdIndex::open(dir)?.ok(),
-    };
+    // A one-shot query reads the derived files (flat vectors, record
+    // catalogue, and the graph when the plan wants it) when they are
+    // current, and never opens the store; when they are not, it opens the
+    // index, which repairs them.
+    let cold = ColdIndex::open(dir)?.ok();
     let full: OnceCell<Index> = OnceCell::new();
     let open_full = || -> Result<&Index> {
         if full.get().is_none() {
