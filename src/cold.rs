@@ -185,9 +185,11 @@ impl Searchable for ColdIndex {
             .as_ref()
             .map_or(self.catalogue.live() as usize, Vec::len);
         let dim = self.model.embedding_dim();
+        // The graph's cost is that of reading the saved one (if it turns
+        // out not to be current, the store's open catches it up instead).
         let method = search::plan(
             opts,
-            false,
+            search::SAVED_GRAPH_LOAD_NS_PER_POINT,
             self.flat.rows(),
             candidates,
             vectors.len(),
