@@ -20,10 +20,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 rm -rf "$work"; mkdir -p "$work/mnist" "$work/photos"
 "$bin" dataset export mnist "$data/mnist" --out "$work/mnist-export" --split test --limit 1000 >/dev/null
-find "$work/mnist-export" -name '*.png' | head -1000 | while read -r f; do
+# No `head` in these pipes: it would close them early, and the writer's
+# SIGPIPE fails the script under pipefail. The export holds 1,000 already.
+find "$work/mnist-export" -name '*.png' | while read -r f; do
   cp "$f" "$work/mnist/$(basename "$(dirname "$f")")-$(basename "$f")"
 done
-find "$data/imagenette/val" -name '*.JPEG' -o -name '*.jpg' | sort | awk 'NR % 7 == 0' | head -500 |
+find "$data/imagenette/val" -name '*.JPEG' -o -name '*.jpg' | sort | awk 'NR % 7 == 0 && ++n <= 500' |
   while read -r f; do cp "$f" "$work/photos/"; done
 
 run() { # set model bits
