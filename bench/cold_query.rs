@@ -8,7 +8,8 @@
 //! Queries are MNIST test images. In this process, for each size, the two
 //! read paths alternate (open, one exact query, hits with paths; the OS file
 //! cache warm for both); then `imgsearch query IMAGE` runs as a fresh
-//! process, the number users see.
+//! process, the number users see, plain and with `--hnsw` (the saved
+//! graph read beside the catalogue, still without the store).
 //!
 //! Run: `cargo build --release && cargo bench --bench cold_query`.
 //! `BENCH_SIZES` (default 10000,100000,1000000), `BENCH_RUNS` (11).
@@ -80,6 +81,11 @@ fn main() -> anyhow::Result<()> {
         }
 
         let (mut process, _) = cold_queries(&binary, &query_png, &dir, &[], runs)?;
+        // The graph, read beside the catalogue when it is current (the
+        // build above saved it whole).
+        let (mut process_hnsw, method) =
+            cold_queries(&binary, &query_png, &dir, &["--hnsw"], runs)?;
+        anyhow::ensure!(method == "hnsw", "`--hnsw` answered by {method}");
         let p50 = |v: &mut Vec<f64>| p50_p99(v).0;
         let row = [
             size as f64,
@@ -88,27 +94,29 @@ fn main() -> anyhow::Result<()> {
             p50(&mut open_catalogue),
             p50(&mut through_catalogue),
             p50(&mut process),
+            p50(&mut process_hnsw),
         ];
         println!(
-            "through the store: open {:.1} ms, answered {:.1} ms; through the catalogue: open {:.1} ms, answered {:.1} ms; `imgsearch query` process {:.1} ms",
-            row[1], row[2], row[3], row[4], row[5]
+            "through the store: open {:.1} ms, answered {:.1} ms; through the catalogue: open {:.1} ms, answered {:.1} ms; `imgsearch query` process {:.1} ms, with --hnsw {:.1} ms",
+            row[1], row[2], row[3], row[4], row[5], row[6]
         );
         rows.push(row);
     }
 
-    println!("\nIn-process p50 of {runs} alternating runs (open, one exact 10-NN query, each hit's path and label), and a fresh `imgsearch query IMAGE` process (p50 of {runs}):\n");
-    println!("| vectors | store: open | store: answered | catalogue: open | catalogue: answered | speed-up | `imgsearch query` process |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\nIn-process p50 of {runs} alternating runs (open, one exact 10-NN query, each hit's path and label), and a fresh `imgsearch query IMAGE` process, plain and with `--hnsw` (p50 of {runs}):\n");
+    println!("| vectors | store: open | store: answered | catalogue: open | catalogue: answered | speed-up | `imgsearch query` process | `query --hnsw` process |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}× | {:.0} ms |",
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}× | {:.0} ms | {:.0} ms |",
             r[0],
             r[1],
             r[2],
             r[3],
             r[4],
             r[2] / r[4],
-            r[5]
+            r[5],
+            r[6]
         );
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
