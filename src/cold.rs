@@ -90,9 +90,9 @@ impl ColdIndex {
 
     /// The saved graph, if it holds exactly the flat file's rows (the same
     /// count and newest id: ids only grow, so that is the same set), with
-    /// the catalogue's removed ids as its tombstones. `None` (missing,
-    /// damaged or behind) sends the search to the store, whose open
-    /// catches the graph up.
+    /// the catalogue's removed ids (the flat file's tombstones) as its
+    /// own. `None` (missing, damaged or behind) sends the search to the
+    /// store, whose open catches the graph up.
     fn graph(&self) -> Option<&Graph> {
         self.graph
             .get_or_init(|| {
@@ -104,7 +104,8 @@ impl ColdIndex {
                 if graph.max_id() != self.flat.last_id() {
                     return None;
                 }
-                graph.add_tombstones(self.catalogue.removed_ids());
+                // The catalogue's removals, which `open` gave the flat file.
+                graph.add_tombstones(self.flat.tombstones().iter().copied());
                 Some(graph)
             })
             .as_ref()

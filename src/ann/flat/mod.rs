@@ -213,6 +213,11 @@ impl FlatVectors {
             .map(|r| u64::from_le_bytes(r[..8].try_into().expect("8 bytes")))
     }
 
+    /// The removed ids among the rows, sorted.
+    pub fn tombstones(&self) -> &[u64] {
+        &self.tombstones
+    }
+
     /// Replaces the removed ids (sorted), for a reader that learned them
     /// from somewhere other than the store.
     pub fn set_tombstones(&mut self, sorted_ids: Vec<u64>) {
