@@ -11,7 +11,10 @@
 //! Nothing here writes. Whenever the derived files cannot be trusted
 //! (a writer's changes unfinished, a file missing, torn, damaged or made
 //! for other rows), [`ColdIndex::open`] says why, and the caller opens the
-//! [`crate::index::Index`] instead, which repairs them.
+//! [`crate::index::Index`] instead, which repairs them. The flat file's
+//! rows and the catalogue's are checked against their checksums piece by
+//! piece as they are read, not all on open; damage found that way comes
+//! out of [`ColdIndex::answer`], with the same remedy.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -58,7 +61,7 @@ impl ColdIndex {
                 let model = crate::index::model_of_stamp(&meta.stamp)?;
                 Ok(Ok((catalogue, model, meta)))
             },
-            || flat::header_dim(dir).and_then(|dim| FlatVectors::open_verified(dir, dim)),
+            || flat::header_dim(dir).and_then(|dim| FlatVectors::open_checked_on_read(dir, dim)),
         );
         let (catalogue, model, meta) = match opened? {
             Ok(opened) => opened,
@@ -109,6 +112,25 @@ impl ColdIndex {
                 Some(graph)
             })
             .as_ref()
+    }
+
+    /// What a read found damaged so far, if anything: the flat file and
+    /// the catalogue are checked piece by piece as they are read (a query
+    /// at a million images reads ten records), so damage can surface after
+    /// [`ColdIndex::open`]. Reads from a damaged piece give nothing.
+    pub fn damage(&self) -> Option<String> {
+        self.flat.damage().or_else(|| self.catalogue.damage())
+    }
+
+    /// `read`'s answer, if nothing it read was found damaged; otherwise why
+    /// not, and the caller opens the store, which repairs the files. Every
+    /// answer from a `ColdIndex` should come through here.
+    pub fn answer<T>(&self, read: impl FnOnce(&Self) -> T) -> Result<T, String> {
+        let answer = read(self);
+        match self.damage() {
+            Some(why) => Err(why),
+            None => Ok(answer),
+        }
     }
 
     /// Live images.

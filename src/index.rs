@@ -399,6 +399,7 @@ pub fn discard_new(dir: &Path) -> std::io::Result<()> {
             || name == crate::ann::hnsw::OLD_MANIFEST
             || name == crate::catalogue::FILE_NAME
             || name == crate::catalogue::STRINGS_NAME
+            || name == crate::catalogue::SUMS_NAME
         {
             std::fs::remove_file(entry.path())?;
         } else if name.starts_with("hnsw-") && entry.file_type()?.is_dir() {

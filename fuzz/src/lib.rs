@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `decode` | an image file | `prepare::decode` (codecs, limits, orientation, crop) |
 //! | `flat` | `vectors.flat` and its `.sum` | `FlatVectors::open` on a real index |
-//! | `catalogue` | `records.cat` and `records.str` | `Catalogue::open` (every reader call), then `CatalogueWriter::open` on a real index |
+//! | `catalogue` | `records.cat` and `records.str` (and `records.sum` for them) | `Catalogue::open` (every reader call), then `CatalogueWriter::open` on a real index |
 //! | `graph` | `graph.hnsw` | `Graph::open` on a real index, then a search |
 //! | `model` | a model file | `Model::from_bytes` (safetensors, header, weights) |
 //!
@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use imgsearch::ann::{flat, hnsw, FlatVectors, Graph, HnswParams};
 use imgsearch::catalogue::{self, Catalogue, CatalogueWriter};
+use imgsearch::checksum::Pieces;
 use imgsearch::imageio::{DecodeLimits, Prep};
 use imgsearch::prepare::{self, InputShape};
 use imgsearch::store::Store;
@@ -66,9 +67,11 @@ pub fn flat_file(data: &[u8]) {
 }
 
 /// `data` is a flag byte, a 2-byte little-endian length `n`, then `n`
-/// bytes of `records.cat`, then `records.str`. With the flag odd the
+/// bytes of `records.cat`, then `records.str`. With the flag's bit 0 the
 /// header's two checksums are recomputed over what follows, so the fuzzer
-/// gets past them to the rows and the strings they point into.
+/// gets past them to the rows and the strings they point into; with bit 1
+/// as well, `records.sum` is written for them, so the reader checks pieces
+/// as it reads them instead of both files on open.
 pub fn catalogue_files(data: &[u8]) {
     let fixture = Fixture::get();
     let Some((&flag, data)) = data.split_first() else {
@@ -76,23 +79,40 @@ pub fn catalogue_files(data: &[u8]) {
     };
     let (rows, strings) = split(data);
     let mut rows = rows.to_vec();
-    if flag & 1 == 1 && rows.len() >= 64 {
+    let sums_path = fixture.dir.join(catalogue::SUMS_NAME);
+    let _ = std::fs::remove_file(&sums_path);
+    const HEADER: usize = 80;
+    if flag & 1 == 1 && rows.len() >= HEADER {
         let count = u64::from_le_bytes(rows[16..24].try_into().unwrap()) as usize;
-        let end = count.saturating_mul(32).saturating_add(64).min(rows.len());
-        let rows_crc = crc32c(&rows[64..end]);
+        let end = count.saturating_mul(32).saturating_add(HEADER).min(rows.len());
         let strings_len = u64::from_le_bytes(rows[40..48].try_into().unwrap()) as usize;
-        let strings_crc = crc32c(&strings[..strings_len.min(strings.len())]);
-        rows[48..52].copy_from_slice(&rows_crc.to_le_bytes());
-        rows[52..56].copy_from_slice(&strings_crc.to_le_bytes());
+        let strings = &strings[..strings_len.min(strings.len())];
+        let (row_pieces, string_pieces) = (Pieces::of(&rows[HEADER..end]), Pieces::of(strings));
+        let crcs = [row_pieces.checksum(), string_pieces.checksum()].map(Option::unwrap);
+        rows[48..52].copy_from_slice(&crcs[0].to_le_bytes());
+        rows[52..56].copy_from_slice(&crcs[1].to_le_bytes());
+        if flag & 2 == 2 {
+            let mut sums = b"ISCATSM1".to_vec();
+            sums.extend(row_pieces.len.to_le_bytes());
+            sums.extend(string_pieces.len.to_le_bytes());
+            for sum in row_pieces.sums.iter().chain(&string_pieces.sums) {
+                sums.extend(sum.to_le_bytes());
+            }
+            std::fs::write(&sums_path, sums).unwrap();
+        }
     }
     std::fs::write(fixture.dir.join(catalogue::FILE_NAME), &rows).unwrap();
     std::fs::write(fixture.dir.join(catalogue::STRINGS_NAME), strings).unwrap();
     if let Ok(reader) = Catalogue::open(&fixture.dir) {
         let _ = reader.meta();
+        for id in 0..fixture.points as u64 + 2 {
+            let _ = reader.find(id);
+        }
         for row in reader.iter() {
             let _ = reader.find(row.id);
         }
         let _ = (reader.removed_ids(), reader.id_for_path(b"/nowhere"));
+        let _ = reader.damage();
     }
     let (mut vectors, _) =
         FlatVectors::open(&fixture.dir, &fixture.store, fixture.dim).expect("the flat file opens");

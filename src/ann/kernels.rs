@@ -138,8 +138,49 @@ pub fn squared_distances(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn squared_distances_avx2(chunk: &[u8], row_bytes: usize, q: &[f32], out: &mut [f32]) {
-    // Same code, compiled with 8-wide vectors.
-    squared_distances_portable(chunk, row_bytes, q, out)
+    if q.len() % 8 != 0 || q.is_empty() {
+        // Same code, compiled with 8-wide vectors.
+        return squared_distances_portable(chunk, row_bytes, q, out);
+    }
+    use std::arch::x86_64::*;
+    let rows = (chunk.len() / row_bytes).min(out.len());
+    assert!(
+        row_bytes >= 8 + 4 * q.len(),
+        "a row holds an id and the query's floats"
+    );
+    let groups = rows / 8;
+    let base = chunk.as_ptr();
+    for g in 0..groups {
+        // One accumulator per row, then the eight horizontal sums at once:
+        // summing each row's lanes alone costs as much as its arithmetic.
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: row `g * 8 + r` lies inside `chunk` (rows ≤ its
+            // length / row_bytes), and its floats inside the row (asserted).
+            let row = base.add((g * 8 + r) * row_bytes + 8) as *const f32;
+            for (c, qc) in q.chunks_exact(8).enumerate() {
+                let d = _mm256_sub_ps(
+                    _mm256_loadu_ps(row.add(c * 8)),
+                    _mm256_loadu_ps(qc.as_ptr()),
+                );
+                *acc = _mm256_fmadd_ps(d, d, *acc);
+            }
+        }
+        let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+        let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+        let h45 = _mm256_hadd_ps(acc[4], acc[5]);
+        let h67 = _mm256_hadd_ps(acc[6], acc[7]);
+        // Rows 0–3 in each 128-bit half, then rows 4–7.
+        let h0123 = _mm256_hadd_ps(h01, h23);
+        let h4567 = _mm256_hadd_ps(h45, h67);
+        let sums = _mm256_add_ps(
+            _mm256_permute2f128_ps(h0123, h4567, 0x20),
+            _mm256_permute2f128_ps(h0123, h4567, 0x31),
+        );
+        _mm256_storeu_ps(out[g * 8..g * 8 + 8].as_mut_ptr(), sums);
+    }
+    let done = groups * 8;
+    squared_distances_portable(&chunk[done * row_bytes..], row_bytes, q, &mut out[done..]);
 }
 
 #[inline(always)]
@@ -211,6 +252,40 @@ mod tests {
         let naive: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
         assert!((l2sq(&a, &b) - naive).abs() < 1e-4);
         assert!((squared_distance(&a, &b) - naive).abs() < 1e-4);
+    }
+
+    #[test]
+    fn row_distances_match_naive_for_every_row_count_and_dim() {
+        for dim in [3, 8, 16, 24, 64] {
+            let row_bytes = 8 + 4 * dim;
+            for rows in [0, 1, 7, 8, 9, 31] {
+                let vectors: Vec<Vec<f32>> = (0..rows)
+                    .map(|r| {
+                        (0..dim)
+                            .map(|i| ((r * 31 + i) as f32 * 0.37).sin())
+                            .collect()
+                    })
+                    .collect();
+                let mut chunk = Vec::new();
+                for (r, v) in vectors.iter().enumerate() {
+                    chunk.extend((r as u64).to_le_bytes());
+                    chunk.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                }
+                // An odd start: the map gives rows at any 4-byte offset.
+                let mut shifted = vec![0u8; 4];
+                shifted.extend(&chunk);
+                let q: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.11).cos()).collect();
+                let mut out = vec![f32::NAN; rows];
+                squared_distances(&shifted[4..], row_bytes, &q, &mut out);
+                for (v, d) in vectors.iter().zip(&out) {
+                    let naive: f32 = v.iter().zip(&q).map(|(x, y)| (x - y) * (x - y)).sum();
+                    assert!(
+                        (d - naive).abs() < 1e-4,
+                        "dim {dim}, rows {rows}: {d} vs {naive}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //!   compaction, as in the flat file): id u64, offset u64 into
 //!   `records.str`, path length u32, label length u32 ([`NO_LABEL`] for
 //!   none), flags u32 ([`REMOVED`]), reserved u32.
+//! - `records.sum`: the CRC32C of each 64 KiB piece of both files as the
+//!   writer last said clean (see [`crate::checksum::Pieces`]), so a reader
+//!   checks only the pieces it reads. It is trusted only when its pieces add
+//!   up to the header's checksums; otherwise (missing, damaged, from another
+//!   save) the reader checks both files whole, as it would without it.
 //! - `records.str`: the bytes rows point into, and the index's [`Meta`]
 //!   (JSON: model stamp, schema version, roots, label counts) that `status`
 //!   shows. Append-only: a moved record's new path, or new meta, is
@@ -30,7 +35,10 @@
 //! with the checksums of both files in the header. A reader trusts the
 //! catalogue only when it is clean, both checksums match, and its rows,
 //! last id and generation equal the flat file's; otherwise it opens the
-//! store. The generation is a new random number each time the writer says
+//! store. With `records.sum`, "both checksums match" is checked piece by
+//! piece as the reader reads: a damaged piece is remembered
+//! ([`Catalogue::damage`]), reads from it give nothing, and the reader
+//! discards its answer and opens the store. The generation is a new random number each time the writer says
 //! clean, written into the flat file's header first: a catalogue from
 //! another moment (a removal since, a file put back from a copy) does not
 //! pass for this one even when its rows do. The store's schema version 4
@@ -47,7 +55,9 @@ use crate::store::{ModelStamp, StoreError};
 
 pub const FILE_NAME: &str = "records.cat";
 pub const STRINGS_NAME: &str = "records.str";
+pub const SUMS_NAME: &str = "records.sum";
 const MAGIC: &[u8; 8] = b"ISCATLG1";
+const SUMS_MAGIC: &[u8; 8] = b"ISCATSM1";
 const HEADER: usize = 80;
 const ROW: usize = 32;
 
@@ -79,7 +89,7 @@ pub enum CatalogueError {
 /// a cold query at a million images checks 60 MB of catalogue before it
 /// trusts it.
 pub use crate::checksum::chunked as checksum;
-use crate::checksum::{chunk_sums, extend_chunks, of_chunks as checksum_of_chunks};
+use crate::checksum::{CheckOnRead, Pieces, PIECE};
 
 /// The fixed-size header, as numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,7 +188,14 @@ struct Mapped {
 
 impl Mapped {
     /// `len` bytes of `path` from `start`, or `None` if the file is shorter.
-    fn open(path: &Path, start: usize, len: usize) -> std::io::Result<Option<Self>> {
+    /// `populate`: every page is about to be read (a whole check), so they
+    /// are faulted in at once; otherwise only the pages read are.
+    fn open(
+        path: &Path,
+        start: usize,
+        len: usize,
+        populate: bool,
+    ) -> std::io::Result<Option<Self>> {
         let file = std::fs::File::open(path)?;
         let end = start.saturating_add(len);
         if (file.metadata()?.len() as u128) < end as u128 {
@@ -191,7 +208,13 @@ impl Mapped {
         // every read of it is bounds-checked.
         let map = match end {
             0 => None,
-            _ => Some(unsafe { memmap2::MmapOptions::new().populate().map(&file)? }),
+            _ => {
+                let mut options = memmap2::MmapOptions::new();
+                if populate {
+                    options.populate();
+                }
+                Some(unsafe { options.map(&file)? })
+            }
         };
         Ok(Some(Self { map, start, len }))
     }
@@ -208,20 +231,33 @@ impl std::ops::Deref for Mapped {
     }
 }
 
-/// Both files, mapped and checked against their header.
+/// Both files, mapped, with what checks them against their header.
 struct Loaded {
     header: Header,
     /// The rows, without the header.
     rows: Mapped,
     strings: Mapped,
-    /// The strings' chunk checksums, which a writer goes on extending.
-    strings_chunks: Vec<u32>,
+    rows_check: CheckOnRead,
+    strings_check: CheckOnRead,
+    /// The strings' piece sums, which a writer goes on extending.
+    strings_pieces: Pieces,
 }
 
-/// Maps `dir`'s catalogue and checks everything the header promises, or
-/// says why it cannot be trusted. A clean header is not asked for here:
-/// the reader asks for it, the writer knows what a dirty one means.
-fn load(dir: &Path) -> Result<Loaded, String> {
+/// How a catalogue is checked against its header's checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checking {
+    /// Both files whole, now: what a writer, which reads all of them, needs.
+    Whole,
+    /// Piece by piece as they are read, where `records.sum` adds up to the
+    /// header's checksums (whole, now, where it does not).
+    OnRead,
+}
+
+/// Maps `dir`'s catalogue and checks what the header promises (all of it,
+/// or what can be checked before a read, see [`Checking`]), or says why it
+/// cannot be trusted. A clean header is not asked for here: the reader asks
+/// for it, the writer knows what a dirty one means.
+fn load(dir: &Path, checking: Checking) -> Result<Loaded, String> {
     let path = dir.join(FILE_NAME);
     let head = match std::fs::File::open(&path) {
         Ok(mut file) => {
@@ -239,26 +275,50 @@ fn load(dir: &Path) -> Result<Loaded, String> {
         .ok()
         .and_then(|rows| rows.checked_mul(ROW))
         .ok_or("a row count past memory")?;
-    let rows = Mapped::open(&path, HEADER, rows_len)
+    let strings_len = usize::try_from(header.strings_len).map_err(|_| "strings past memory")?;
+    let saved = match checking {
+        Checking::OnRead => read_sums(dir, &header),
+        Checking::Whole => None,
+    };
+    let populate = saved.is_none();
+    let rows = Mapped::open(&path, HEADER, rows_len, populate)
         .map_err(|e| format!("unreadable: {e}"))?
         .ok_or("torn: shorter than its row count")?;
-    if checksum(&rows) != header.rows_crc {
-        return Err("damaged rows (checksum)".into());
-    }
-    let last_row_id = rows
-        .len()
-        .checked_sub(ROW)
-        .map(|at| RowFields::decode(&rows[at..]).id);
-    if last_row_id != header.last_id {
-        return Err("its last id is not its last row's".into());
-    }
-    let strings_len = usize::try_from(header.strings_len).map_err(|_| "strings past memory")?;
-    let strings = Mapped::open(&dir.join(STRINGS_NAME), 0, strings_len)
+    let strings = Mapped::open(&dir.join(STRINGS_NAME), 0, strings_len, populate)
         .map_err(|e| format!("strings unreadable: {e}"))?
         .ok_or("torn: strings shorter than the header says")?;
-    let strings_chunks = chunk_sums(&strings);
-    if checksum_of_chunks(&strings_chunks) != header.strings_crc {
-        return Err("damaged strings (checksum)".into());
+    let (rows_check, strings_check, strings_pieces) = match saved {
+        Some((rows_pieces, strings_pieces)) => (
+            CheckOnRead::new(PIECE, rows_pieces.sums, rows.len()),
+            CheckOnRead::new(PIECE, strings_pieces.sums.clone(), strings.len()),
+            strings_pieces,
+        ),
+        None => {
+            let (rows_pieces, strings_pieces) =
+                rayon::join(|| Pieces::of(&rows), || Pieces::of(&strings));
+            if rows_pieces.checksum() != Some(header.rows_crc) {
+                return Err("damaged rows (checksum)".into());
+            }
+            if strings_pieces.checksum() != Some(header.strings_crc) {
+                return Err("damaged strings (checksum)".into());
+            }
+            (
+                CheckOnRead::checked(PIECE, rows_pieces.sums, rows.len()),
+                CheckOnRead::checked(PIECE, strings_pieces.sums.clone(), strings.len()),
+                strings_pieces,
+            )
+        }
+    };
+    let (Some(rows_check), Some(strings_check)) = (rows_check, strings_check) else {
+        unreachable!("one sum per piece: counted from the same lengths")
+    };
+    let last_row = rows.len().checked_sub(ROW);
+    if last_row.is_some_and(|at| !rows_check.range(&rows, at..at + ROW)) {
+        return Err("damaged rows (checksum)".into());
+    }
+    let last_row_id = last_row.map(|at| RowFields::decode(&rows[at..]).id);
+    if last_row_id != header.last_id {
+        return Err("its last id is not its last row's".into());
     }
     if header.meta_at.saturating_add(header.meta_len as u64) > strings.len() as u64 {
         return Err("its meta lies past the strings".into());
@@ -267,8 +327,50 @@ fn load(dir: &Path) -> Result<Loaded, String> {
         header,
         rows,
         strings,
-        strings_chunks,
+        rows_check,
+        strings_check,
+        strings_pieces,
     })
+}
+
+/// The piece sums saved in `records.sum`, when they were saved for this
+/// header: both files' lengths, and pieces that add up to its checksums.
+fn read_sums(dir: &Path, header: &Header) -> Option<(Pieces, Pieces)> {
+    let bytes = std::fs::read(dir.join(SUMS_NAME)).ok()?;
+    let (magic, rest) = bytes.split_first_chunk::<8>()?;
+    if magic != SUMS_MAGIC {
+        return None;
+    }
+    let mut words = rest
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes(w.try_into().unwrap()));
+    let mut u64_next = || Some(u64::from(words.next()?) | u64::from(words.next()?) << 32);
+    let (rows_len, strings_len) = (u64_next()?, u64_next()?);
+    if rows_len != header.rows.checked_mul(ROW as u64)? || strings_len != header.strings_len {
+        return None;
+    }
+    let mut take = |len: u64| -> Option<Pieces> {
+        let count = usize::try_from(len).ok()?.div_ceil(PIECE);
+        let sums: Vec<u32> = words.by_ref().take(count).collect();
+        (sums.len() == count).then_some(Pieces { len, sums })
+    };
+    let (rows, strings) = (take(rows_len)?, take(strings_len)?);
+    let adds_up = rows.checksum() == Some(header.rows_crc)
+        && strings.checksum() == Some(header.strings_crc)
+        && words.next().is_none();
+    adds_up.then_some((rows, strings))
+}
+
+/// `records.sum`'s bytes for pieces of the rows and the strings.
+fn encode_sums(rows: &Pieces, strings: &Pieces) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + 4 * (rows.sums.len() + strings.sums.len()));
+    out.extend_from_slice(SUMS_MAGIC);
+    out.extend_from_slice(&rows.len.to_le_bytes());
+    out.extend_from_slice(&strings.len.to_le_bytes());
+    for sum in rows.sums.iter().chain(&strings.sums) {
+        out.extend_from_slice(&sum.to_le_bytes());
+    }
+    out
 }
 
 /// What `status` shows besides the rows, as of the writer's last save:
@@ -326,18 +428,23 @@ pub struct Row<'a> {
     pub removed: bool,
 }
 
-/// A catalogue a reader may trust: clean, with both checksums matching.
+/// A catalogue a reader may trust: clean, with both checksums matching,
+/// checked whole or piece by piece as it is read (see [`Catalogue::damage`]).
 pub struct Catalogue {
     header: Header,
     rows: Mapped,
     strings: Mapped,
+    rows_check: CheckOnRead,
+    strings_check: CheckOnRead,
 }
 
 impl Catalogue {
     /// Opens `dir`'s catalogue for reading, or says why it cannot be
     /// trusted (missing, torn, damaged, or a writer's changes unfinished).
+    /// With its piece sums, only the pieces read are checked, as they are
+    /// read: a caller asks [`Catalogue::damage`] before it trusts what it read.
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let loaded = load(dir)?;
+        let loaded = load(dir, Checking::OnRead)?;
         if loaded.header.state != CLEAN {
             return Err("a writer's changes are unfinished".into());
         }
@@ -345,11 +452,37 @@ impl Catalogue {
             header: loaded.header,
             rows: loaded.rows,
             strings: loaded.strings,
+            rows_check: loaded.rows_check,
+            strings_check: loaded.strings_check,
         })
+    }
+
+    /// What was found damaged so far, if anything: reads from there gave
+    /// nothing, and the store has the truth.
+    pub fn damage(&self) -> Option<String> {
+        let at = |piece: usize| piece * PIECE;
+        match (self.rows_check.damaged(), self.strings_check.damaged()) {
+            (Some(piece), _) => Some(format!(
+                "the record catalogue's rows are damaged at byte {} (checksum)",
+                HEADER + at(piece)
+            )),
+            (None, Some(piece)) => Some(format!(
+                "the record catalogue's strings are damaged at byte {} (checksum)",
+                at(piece)
+            )),
+            (None, None) => None,
+        }
     }
 
     /// The index's model stamp, roots and counts as of the last save.
     pub fn meta(&self) -> Result<Meta, String> {
+        let at = self.header.meta_at as usize;
+        if !self
+            .strings_check
+            .range(&self.strings, at..at + self.header.meta_len as usize)
+        {
+            return Err("damaged meta (checksum)".into());
+        }
         Meta::decode(&self.strings, &self.header)
     }
 
@@ -375,9 +508,19 @@ impl Catalogue {
         self.header.rows.saturating_sub(self.header.removed)
     }
 
-    /// Every row, in id order.
+    /// Every row, in id order; none if either file is damaged (both are
+    /// checked whole first, on every core).
     pub fn iter(&self) -> impl Iterator<Item = Row<'_>> + '_ {
-        (0..self.rows()).map(|i| self.row(i))
+        let whole = rayon::join(
+            || self.rows_check.all(&self.rows),
+            || self.strings_check.all(&self.strings),
+        );
+        let rows = if whole == (true, true) {
+            self.rows()
+        } else {
+            0
+        };
+        (0..rows).filter_map(|i| self.row(i))
     }
 
     /// The ids of removed rows, sorted.
@@ -390,20 +533,29 @@ impl Catalogue {
 
     /// The live record with this id.
     pub fn find(&self, id: u64) -> Option<Row<'_>> {
+        // The search reads ids from pieces not checked yet; the row it ends
+        // at is checked before it is believed, and a miss is believed only
+        // once every row is checked (it is rare: searches find stored ids).
         let (mut lo, mut hi) = (0, self.rows());
         while lo < hi {
             let mid = (lo + hi) / 2;
             match RowFields::decode(&self.rows[mid * ROW..]).id.cmp(&id) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(self.row(mid)).filter(|r| !r.removed),
+                std::cmp::Ordering::Equal => {
+                    return self.row(mid).filter(|r| r.id == id && !r.removed)
+                }
             }
         }
+        self.rows_check.all(&self.rows);
         None
     }
 
     /// The live record stored under `path` (a scan: paths are not sorted).
     pub fn id_for_path(&self, path: &[u8]) -> Option<u64> {
+        if !self.rows_check.all(&self.rows) {
+            return None;
+        }
         // Only the path length is read from most rows (a million of them
         // for every query file that is not indexed).
         let len = (path.len() as u32).to_le_bytes();
@@ -411,31 +563,45 @@ impl Catalogue {
             .chunks_exact(ROW)
             .filter(|r| r[16..20] == len)
             .map(RowFields::decode)
-            .find(|f| f.flags & REMOVED == 0 && self.bytes(f.at, f.path_len) == path)
+            .find(|f| f.flags & REMOVED == 0 && self.bytes(f.at, f.path_len) == Some(path))
             .map(|f| f.id)
     }
 
-    fn row(&self, i: usize) -> Row<'_> {
+    /// Row `i`, or `None` where its row or strings are damaged.
+    fn row(&self, i: usize) -> Option<Row<'_>> {
+        if !self.rows_check.range(&self.rows, i * ROW..(i + 1) * ROW) {
+            return None;
+        }
         let f = RowFields::decode(&self.rows[i * ROW..]);
-        let label = (f.label_len != NO_LABEL)
-            .then(|| self.bytes(f.at + f.path_len as u64, f.label_len))
-            .map(|b| std::str::from_utf8(b).unwrap_or(""));
-        Row {
+        let label = match f.label_len {
+            NO_LABEL => None,
+            len => {
+                Some(std::str::from_utf8(self.bytes(f.at + f.path_len as u64, len)?).unwrap_or(""))
+            }
+        };
+        Some(Row {
             id: f.id,
-            path: self.bytes(f.at, f.path_len),
+            path: self.bytes(f.at, f.path_len)?,
             label,
             removed: f.flags & REMOVED != 0,
-        }
+        })
     }
 
-    /// `len` string bytes at `at`; empty if out of bounds (which the
-    /// checksums make impossible short of a bug, but a reader never panics
-    /// on what it reads from disk).
-    fn bytes(&self, at: u64, len: u32) -> &[u8] {
-        usize::try_from(at)
+    /// `len` string bytes at `at`, checked; `None` where they are damaged,
+    /// and empty if out of bounds (which the checksums make impossible
+    /// short of a bug, but a reader never panics on what it reads from
+    /// disk).
+    fn bytes(&self, at: u64, len: u32) -> Option<&[u8]> {
+        let Some(range) = usize::try_from(at)
             .ok()
-            .and_then(|at| self.strings.get(at..at.checked_add(len as usize)?))
-            .unwrap_or(&[])
+            .and_then(|at| Some(at..at.checked_add(len as usize)?))
+            .filter(|range| range.end <= self.strings.len())
+        else {
+            return Some(&[]);
+        };
+        self.strings_check
+            .range(&self.strings, range.clone())
+            .then(|| &self.strings[range])
     }
 }
 

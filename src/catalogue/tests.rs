@@ -234,13 +234,23 @@ fn a_dirty_torn_damaged_missing_or_stale_catalogue_is_not_trusted_and_is_rebuilt
     assert!(f.reopen().unwrap().starts_with("torn"));
     assert_eq!(Catalogue::open(f.path()).unwrap().rows(), 21);
 
-    // Damaged: one flipped byte in a path.
+    // Damaged: one flipped byte in the meta. A reader checks what it reads
+    // against the piece sums in `records.sum`, so it finds the damage when
+    // it reads the meta; without them, it checks both files whole on open.
     let mut bytes = std::fs::read(&strings).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x20;
     std::fs::write(&strings, &bytes).unwrap();
+    let reader = Catalogue::open(f.path()).unwrap();
+    assert!(reader.meta().unwrap_err().contains("checksum"));
+    assert!(reader.damage().unwrap().contains("strings are damaged"));
+    std::fs::remove_file(f.path().join(SUMS_NAME)).unwrap();
     assert!(reader_says(&f).contains("checksum"), "{}", reader_says(&f));
     assert!(f.reopen().unwrap().contains("checksum"));
+    assert!(
+        f.path().join(SUMS_NAME).exists(),
+        "written with the rebuild"
+    );
     assert_eq!(
         Catalogue::open(f.path()).unwrap().find(20).unwrap().path,
         b"/p/new.png"
@@ -283,4 +293,67 @@ fn a_dirty_torn_damaged_missing_or_stale_catalogue_is_not_trusted_and_is_rebuilt
     assert!(rebuilt.describes(&f.flat));
     assert_eq!((rebuilt.find(2), rebuilt.live()), (None, 20));
     assert_eq!(rows(&rebuilt).len(), good.len() + 1);
+}
+
+/// With `records.sum`, a reader checks only the 64 KiB pieces it reads: a
+/// damaged path elsewhere does not stop it, a damaged one it reads is
+/// never answered, and sums that do not add up to the header's checksums
+/// are passed over for a whole check.
+#[test]
+fn a_reader_checks_only_the_pieces_it_reads() {
+    let mut f = Fixture::new();
+    let long = "d".repeat(200);
+    f.commit(
+        (0..3000u32)
+            .map(|n| add(&format!("/p/{long}/{n:05}.png"), Some("x"), n as u8))
+            .collect(),
+    );
+    f.save();
+    let strings = f.path().join(STRINGS_NAME);
+    let sums = f.path().join(SUMS_NAME);
+    let intact = std::fs::read(&strings).unwrap();
+    assert!(intact.len() > 8 * crate::checksum::PIECE, "several pieces");
+
+    // Damage the path of record 2000, far from records 10 and 2999.
+    let at = {
+        let reader = Catalogue::open(f.path()).unwrap();
+        let path = reader.find(2000).unwrap().path;
+        path.as_ptr() as usize - reader.strings.as_ptr() as usize
+    };
+    let mut bytes = intact.clone();
+    bytes[at + 5] ^= 0x01;
+    std::fs::write(&strings, &bytes).unwrap();
+    let reader = Catalogue::open(f.path()).expect("the damage is not read on open");
+    assert!(reader.meta().is_ok());
+    let far = format!("/p/{long}/00010.png");
+    assert_eq!(reader.find(10).unwrap().path, far.as_bytes());
+    assert!(reader.find(2999).is_some());
+    assert_eq!(reader.damage(), None);
+    assert_eq!(reader.find(2000), None, "a damaged path is never answered");
+    assert!(reader.damage().unwrap().contains("strings are damaged"));
+    // Whole reads (filters, path lookups) check everything first.
+    let reader = Catalogue::open(f.path()).unwrap();
+    assert_eq!(reader.iter().count(), 0);
+    assert!(reader.damage().is_some());
+
+    // Sums that do not add up to the header's checksums (one flipped bit)
+    // are passed over: the reader checks whole, and refuses on open.
+    std::fs::write(&strings, &intact).unwrap();
+    let mut saved = std::fs::read(&sums).unwrap();
+    saved[40] ^= 0x01;
+    std::fs::write(&sums, &saved).unwrap();
+    let whole = Catalogue::open(f.path()).unwrap();
+    assert_eq!(rows(&whole).len(), 3000);
+    std::fs::write(&strings, &bytes).unwrap();
+    assert!(Catalogue::open(f.path())
+        .err()
+        .unwrap()
+        .contains("checksum"));
+    std::fs::write(&strings, &intact).unwrap();
+
+    // Lost, they are written again by the next writer, which keeps the
+    // catalogue itself.
+    std::fs::remove_file(&sums).unwrap();
+    assert_eq!(f.reopen(), None);
+    assert!(super::read_sums(f.path(), &Catalogue::open(f.path()).unwrap().header).is_some());
 }

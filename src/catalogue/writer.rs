@@ -14,10 +14,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    checksum, checksum_of_chunks, chunk_sums, extend_chunks, load, CatalogueError, Header, Loaded,
-    Meta, RowFields, CLEAN, DIRTY, FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME,
+    encode_sums, load, CatalogueError, Checking, Header, Loaded, Meta, RowFields, CLEAN, DIRTY,
+    FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME, SUMS_NAME,
 };
 use crate::ann::FlatVectors;
+use crate::checksum::Pieces;
 use crate::fsutil;
 use crate::store::{Applied, ModelStamp, Record, Store, StoreError};
 
@@ -30,9 +31,9 @@ pub struct CatalogueWriter {
     rows: Vec<u8>,
     rows_file: File,
     strings_file: File,
-    /// The strings' chunk checksums, the last chunk's extended as strings
-    /// are appended (the strings are not kept in memory).
-    strings_chunks: Vec<u32>,
+    /// The strings' piece sums, the last piece's extended as strings are
+    /// appended (the strings are not kept in memory).
+    strings_pieces: Pieces,
     /// Whether the header on disk says dirty.
     dirty: bool,
     /// A write failed part way: the files may not match `rows` and
@@ -50,11 +51,21 @@ impl CatalogueWriter {
         flat: &mut FlatVectors,
         stamp: &ModelStamp,
     ) -> Result<(Self, Option<String>), CatalogueError> {
-        let why = match load(dir) {
+        let why = match load(dir, Checking::Whole) {
             Ok(loaded) => match disagreement(&loaded, store, flat, stamp)? {
                 None => {
+                    if loaded.header.state == CLEAN
+                        && super::read_sums(dir, &loaded.header).is_none()
+                    {
+                        // Made before the piece sums (or they were lost):
+                        // saved now, so readers check only what they read.
+                        let sums = encode_sums(&Pieces::of(&loaded.rows), &loaded.strings_pieces);
+                        let path = dir.join(SUMS_NAME);
+                        fsutil::write_bytes_atomically(&path, &sums)
+                            .map_err(|source| CatalogueError::Io { path, source })?;
+                    }
                     let rows = loaded.rows.to_vec();
-                    let writer = Self::with(dir, loaded.header, rows, loaded.strings_chunks)?;
+                    let writer = Self::with(dir, loaded.header, rows, loaded.strings_pieces)?;
                     return Ok((writer, None));
                 }
                 Some(why) => why,
@@ -101,6 +112,7 @@ impl CatalogueWriter {
         }
         let generation = rand::random();
         flat.set_generation(generation)?;
+        let (rows_pieces, strings_pieces) = (Pieces::of(&rows), Pieces::of(&strings));
         let header = Header {
             state: CLEAN,
             generation,
@@ -108,30 +120,34 @@ impl CatalogueWriter {
             last_id: flat.last_id(),
             removed,
             strings_len: strings.len() as u64,
-            rows_crc: checksum(&rows),
-            strings_crc: checksum(&strings),
+            rows_crc: rows_pieces.checksum().expect("pieces of these rows"),
+            strings_crc: strings_pieces.checksum().expect("pieces of these strings"),
             meta_at: 0,
             meta_len,
         };
         // The strings first: a crash between the two renames leaves the old
         // header over the new strings, which fails its checksum (a rebuild,
-        // never a wrong answer).
+        // never a wrong answer). Piece sums that are not the header's add
+        // up to another checksum, and are passed over.
         let io = |path: PathBuf| move |source| CatalogueError::Io { path, source };
         let strings_path = dir.join(STRINGS_NAME);
         fsutil::write_bytes_atomically(&strings_path, &strings).map_err(io(strings_path))?;
+        let sums_path = dir.join(SUMS_NAME);
+        fsutil::write_bytes_atomically(&sums_path, &encode_sums(&rows_pieces, &strings_pieces))
+            .map_err(io(sums_path))?;
         let path = dir.join(FILE_NAME);
         let mut file = Vec::with_capacity(HEADER + rows.len());
         file.extend_from_slice(&header.encode());
         file.extend_from_slice(&rows);
         fsutil::write_bytes_atomically(&path, &file).map_err(io(path))?;
-        Self::with(dir, header, rows, chunk_sums(&strings))
+        Self::with(dir, header, rows, strings_pieces)
     }
 
     fn with(
         dir: &Path,
         header: Header,
         rows: Vec<u8>,
-        strings_chunks: Vec<u32>,
+        strings_pieces: Pieces,
     ) -> Result<Self, CatalogueError> {
         let open = |name: &str| {
             let path = dir.join(name);
@@ -146,7 +162,7 @@ impl CatalogueWriter {
             rows,
             rows_file: open(FILE_NAME)?,
             strings_file: open(STRINGS_NAME)?,
-            strings_chunks,
+            strings_pieces,
             dirty: header.state == DIRTY,
             failed: false,
         })
@@ -248,7 +264,21 @@ impl CatalogueWriter {
         flat.set_generation(generation)?;
         self.header.generation = generation;
         self.header.state = CLEAN;
-        self.header.rows_crc = checksum(&self.rows);
+        let rows_pieces = Pieces::of(&self.rows);
+        self.header.rows_crc = rows_pieces.checksum().expect("pieces of these rows");
+        self.header.strings_crc = (self.strings_pieces.checksum()).expect("pieces of the strings");
+        // The piece sums before the header that they must add up to, so a
+        // reader of the new header finds them (a crash between the two
+        // leaves the old header, still dirty).
+        let sums = encode_sums(&rows_pieces, &self.strings_pieces);
+        let sums_path = self.dir.join(SUMS_NAME);
+        fsutil::write_bytes_atomically(&sums_path, &sums).map_err(|source| {
+            self.failed = true;
+            CatalogueError::Io {
+                path: sums_path.clone(),
+                source,
+            }
+        })?;
         let header = self.header.encode();
         self.write_at(FILE_NAME, 0, &header)?;
         self.sync(FILE_NAME)?;
@@ -261,9 +291,8 @@ impl CatalogueWriter {
             return Ok(());
         }
         self.write_at(STRINGS_NAME, self.header.strings_len, bytes)?;
-        extend_chunks(&mut self.strings_chunks, self.header.strings_len, bytes);
+        self.strings_pieces.extend(bytes);
         self.header.strings_len += bytes.len() as u64;
-        self.header.strings_crc = checksum_of_chunks(&self.strings_chunks);
         Ok(())
     }
 

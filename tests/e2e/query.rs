@@ -399,6 +399,32 @@ fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must
     bytes[8] = 1; // the header's state: dirty
     std::fs::write(&catalogue, &bytes).unwrap();
     store_held("dirty");
+    bytes[8] = 0;
+    std::fs::write(&catalogue, &bytes).unwrap();
+    assert_eq!(results(&ask()), results(&baseline), "clean again");
+    // Damaged where the query reads: a flipped bit in the first hit's path
+    // (checked against `records.sum` as it is read), then in the flat
+    // file's rows (checked block by block as they are scanned).
+    let strings_file = index.join("records.str");
+    let strings = std::fs::read(&strings_file).unwrap();
+    let first = results(&baseline)[0]["path"].as_str().unwrap().to_string();
+    let at = strings
+        .windows(first.len())
+        .position(|w| w == first.as_bytes())
+        .unwrap();
+    let mut damaged = strings.clone();
+    damaged[at + first.len() - 5] ^= 0x01;
+    std::fs::write(&strings_file, &damaged).unwrap();
+    store_held("a damaged path");
+    std::fs::write(&strings_file, &strings).unwrap();
+    let flat_file = index.join("vectors.flat");
+    let flat = std::fs::read(&flat_file).unwrap();
+    let mut damaged = flat.clone();
+    damaged[32 + 8 * 72 + 20] ^= 0x01;
+    std::fs::write(&flat_file, &damaged).unwrap();
+    store_held("damaged rows");
+    std::fs::write(&flat_file, &flat).unwrap();
+    assert_eq!(results(&ask()), results(&baseline), "put back");
     server.terminate(Duration::from_secs(30));
 
     // Missing: rebuilt by the next query.

@@ -25,8 +25,9 @@ use std::sync::OnceLock;
 mod scan;
 mod sums;
 
+use crate::checksum::CheckOnRead;
 pub use scan::BATCH_FROM;
-pub use sums::Sums;
+pub use sums::{Sums, BLOCK_ROWS};
 
 use crate::ann::kernels::floats;
 use crate::store::{Store, StoreError};
@@ -60,6 +61,10 @@ pub struct FlatVectors {
     map: OnceLock<Option<memmap2::Mmap>>,
     /// Block checksums of the `rows` rows, saved beside the file on sync.
     sums: Sums,
+    /// For a file opened by [`FlatVectors::open_checked_on_read`]: the saved
+    /// block sums, each block checked when a read first touches it. `None`
+    /// when every row was checked on open or written here.
+    check: Option<CheckOnRead>,
     /// Set by the record catalogue's writer each time it says clean, and
     /// kept in its header too: a reader trusts the pair only when the two
     /// agree, so a catalogue from another moment (a removal later, a file
@@ -149,6 +154,59 @@ impl FlatVectors {
         (Sums::read(&Sums::path(&path)).as_ref() == Some(&flat.sums)).then_some(flat)
     }
 
+    /// Opens `dir/vectors.flat` as it is, without the store, for a reader
+    /// that checks each block of rows against its saved sum the first time
+    /// it reads it: a scan checks each block as it scores it, while the
+    /// block is in cache, instead of reading the file twice. `None` unless
+    /// the header, the saved sums (for exactly its rows) and the last row
+    /// agree; a block found damaged later is remembered
+    /// ([`FlatVectors::damage`]) and its rows are never answered.
+    pub fn open_checked_on_read(dir: &Path, dim: usize) -> Option<Self> {
+        let path = dir.join(FILE_NAME);
+        let (rows, last_id, generation) = read_header(&path, dim)?;
+        let mut flat = Self::with(path.clone(), dim, rows, last_id);
+        flat.generation = generation;
+        let saved = Sums::read(&Sums::path(&path)).filter(|s| s.rows() == rows)?;
+        let rb = flat.row_bytes();
+        let check = CheckOnRead::new(BLOCK_ROWS * rb, saved.into_blocks(), flat.data().len())?;
+        // The header's last id is outside the block checksums; the last
+        // row's own id is inside them, and must agree.
+        let last_row = flat.data().len().checked_sub(rb);
+        if last_row.is_some_and(|at| !check.range(flat.data(), at..at + rb)) {
+            return None;
+        }
+        let last_row_id = last_row
+            .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
+        if last_row_id != last_id {
+            return None;
+        }
+        flat.check = Some(check);
+        Some(flat)
+    }
+
+    /// Where a reader that checks on read found the file damaged, if it
+    /// did: what it read there was not answered, and the store has the truth.
+    pub fn damage(&self) -> Option<String> {
+        let block = self.check.as_ref()?.damaged()?;
+        Some(format!(
+            "{} is damaged in rows {}..{} (checksum)",
+            self.path.display(),
+            block * BLOCK_ROWS,
+            ((block + 1) * BLOCK_ROWS).min(self.rows)
+        ))
+    }
+
+    /// Whether block `i` of rows (`bytes`) may be read: checked on open or
+    /// written here, or checked now against its saved sum.
+    fn block_ok(&self, i: usize, bytes: &[u8]) -> bool {
+        self.check.as_ref().is_none_or(|c| c.part(i, bytes))
+    }
+
+    /// Whether every row may be read (see [`FlatVectors::block_ok`]).
+    fn all_ok(&self) -> bool {
+        self.check.as_ref().is_none_or(|c| c.all(self.data()))
+    }
+
     fn with(path: PathBuf, dim: usize, rows: usize, last_id: Option<u64>) -> Self {
         Self {
             path,
@@ -159,6 +217,7 @@ impl FlatVectors {
             tombstones: Vec::new(),
             map: OnceLock::new(),
             sums: Sums::default(),
+            check: None,
             generation: 0,
         }
     }
@@ -208,8 +267,8 @@ impl FlatVectors {
 
     /// Every row's id, tombstones included, in order.
     pub fn row_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.data()
-            .chunks_exact(self.row_bytes())
+        let data = if self.all_ok() { self.data() } else { &[] };
+        data.chunks_exact(self.row_bytes())
             .map(|r| u64::from_le_bytes(r[..8].try_into().expect("8 bytes")))
     }
 
@@ -366,6 +425,9 @@ impl FlatVectors {
         let rb = self.row_bytes();
         let n = data.len() / rb;
         let id_at = |i: usize| u64::from_le_bytes(data[i * rb..i * rb + 8].try_into().unwrap());
+        // Ids on the way may be read from blocks not checked yet: the row
+        // found is checked before it is believed, and a miss only once every
+        // block is.
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -373,17 +435,23 @@ impl FlatVectors {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
-                    return Some(floats(&data[mid * rb + 8..(mid + 1) * rb]).into_owned())
+                    let row = mid * rb..(mid + 1) * rb;
+                    let checked = self
+                        .check
+                        .as_ref()
+                        .is_none_or(|c| c.range(data, row.clone()));
+                    return checked.then(|| floats(&data[row][8..]).into_owned());
                 }
             }
         }
+        self.all_ok();
         None
     }
 
     /// Every live (id, vector), in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, std::borrow::Cow<'_, [f32]>)> + '_ {
-        self.data()
-            .chunks_exact(self.row_bytes())
+        let data = if self.all_ok() { self.data() } else { &[] };
+        data.chunks_exact(self.row_bytes())
             .map(|r| {
                 (
                     u64::from_le_bytes(r[..8].try_into().unwrap()),

@@ -8,8 +8,10 @@ use rayon::prelude::*;
 use super::FlatVectors;
 use crate::ann::kernels::{floats, squared_distances, tile_distances, TopK, LANES};
 
-/// Rows scanned per parallel work item (a few hundred KB: cache-sized).
-const CHUNK_ROWS: usize = 4096;
+/// Rows scanned per parallel work item (a few hundred KB: cache-sized):
+/// one checksummed block, so a reader that checks on read checks each block
+/// just before it scores it, while it is in cache.
+const CHUNK_ROWS: usize = super::BLOCK_ROWS;
 /// From this many queries on, a search transposes the rows into tiles
 /// (see [`Tile`]) and runs blocks of queries against each tile.
 pub const BATCH_FROM: usize = 8;
@@ -55,35 +57,50 @@ impl FlatVectors {
         k: usize,
         keep: &(dyn Fn(u64) -> bool + Sync),
     ) -> Vec<TopK<u64>> {
-        let rb = self.row_bytes();
         let fresh = || queries.iter().map(|_| TopK::new(k)).collect::<Vec<_>>();
-        let tops = self
-            .data()
-            .par_chunks(CHUNK_ROWS * rb)
-            .fold(fresh, |mut tops, chunk| {
-                let mut dist = vec![0f32; chunk.len() / rb];
-                for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                    squared_distances(chunk, rb, q, &mut dist);
-                    for (row, &d) in chunk.chunks_exact(rb).zip(&dist) {
-                        // Filters only run for rows that would make the list.
-                        if !top.admits(d) {
-                            continue;
-                        }
-                        let id = u64::from_le_bytes(row[..8].try_into().unwrap());
-                        if !self.is_dead(id) && keep(id) {
-                            top.push(id, d);
-                        }
-                    }
+        let merge = |mut a: Vec<TopK<u64>>, b: Vec<TopK<u64>>| {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.merge(y);
+            }
+            a
+        };
+        self.data()
+            .par_chunks(CHUNK_ROWS * self.row_bytes())
+            .enumerate()
+            .fold(fresh, |mut tops, (block, chunk)| {
+                // A damaged block is never answered (a reader that checks
+                // on read goes to the store).
+                if self.block_ok(block, chunk) {
+                    self.score(chunk, queries, &mut tops, keep);
                 }
                 tops
             })
-            .reduce(fresh, |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    x.merge(y);
+            .reduce(fresh, merge)
+    }
+
+    /// Offers every row of `chunk` to each query's list.
+    fn score(
+        &self,
+        chunk: &[u8],
+        queries: &[&[f32]],
+        tops: &mut [TopK<u64>],
+        keep: &(dyn Fn(u64) -> bool + Sync),
+    ) {
+        let rb = self.row_bytes();
+        let mut dist = vec![0f32; chunk.len() / rb];
+        for (q, top) in queries.iter().zip(tops.iter_mut()) {
+            squared_distances(chunk, rb, q, &mut dist);
+            for (row, &d) in chunk.chunks_exact(rb).zip(&dist) {
+                // Filters only run for rows that would make the list.
+                if !top.admits(d) {
+                    continue;
                 }
-                a
-            });
-        tops
+                let id = u64::from_le_bytes(row[..8].try_into().unwrap());
+                if !self.is_dead(id) && keep(id) {
+                    top.push(id, d);
+                }
+            }
+        }
     }
 
     /// Many queries: a group of rows is transposed into tiles once, then
@@ -101,6 +118,10 @@ impl FlatVectors {
             .next_multiple_of(LANES)
             .max(LANES);
         let mut tops: Vec<TopK<u64>> = queries.iter().map(|_| TopK::new(k)).collect();
+        if !self.all_ok() {
+            // Damaged: nothing is answered (the reader goes to the store).
+            return tops;
+        }
         for group in self.data().chunks(TILE_GROUP * tile_rows * rb) {
             let tiles: Vec<Tile> = group
                 .par_chunks(tile_rows * rb)

@@ -38,6 +38,16 @@ impl Sums {
         }
     }
 
+    /// Rows summed.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Each block's sum, in order.
+    pub fn into_blocks(self) -> Vec<u32> {
+        self.blocks
+    }
+
     /// Counts appended rows in.
     pub fn extend(&mut self, mut data: &[u8], row_bytes: usize) {
         while !data.is_empty() {

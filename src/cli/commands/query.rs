@@ -84,8 +84,8 @@ pub fn run(args: Args) -> Result<Outcome> {
     };
     // A one-shot query reads the derived files (flat vectors, record
     // catalogue, and the graph when the plan wants it) when they are
-    // current, and never opens the store; when they are not, it opens the
-    // index, which repairs them.
+    // current, and never opens the store; when they are not, or a piece it
+    // read turns out damaged, it opens the index, which repairs them.
     let cold = ColdIndex::open(dir)?.ok();
     let full: OnceCell<Index> = OnceCell::new();
     let open_full = || -> Result<&Index> {
@@ -94,22 +94,43 @@ pub fn run(args: Args) -> Result<Outcome> {
         }
         Ok(full.get().expect("set above"))
     };
-    let reader: &dyn Searchable = match &cold {
-        Some(cold) => cold,
-        None => open_full()?,
+    let latents = |reader: &dyn Searchable| {
+        let mut queries = Vec::new();
+        if let Some(id) = args.id {
+            queries.push(search::id_latent(reader, id));
+        }
+        queries.extend(search::query_latents(reader, &args.images));
+        queries
     };
-    let mut queries = Vec::new();
-    if let Some(id) = args.id {
-        queries.push(search::id_latent(reader, id));
-    }
-    queries.extend(search::query_latents(reader, &args.images));
-    let vectors: Vec<Vec<f32>> = queries
-        .iter()
-        .filter_map(|q| q.latent.as_ref().ok().cloned())
-        .collect();
-    let (found, method) = match search::nearest_many(reader, &vectors, &opts) {
-        Err(SearchError::NeedsGraph) => search::nearest_many(open_full()?, &vectors, &opts)?,
-        searched => searched?,
+    let search = |reader: &dyn Searchable, queries: &[QueryLatent]| {
+        let vectors: Vec<Vec<f32>> = queries
+            .iter()
+            .filter_map(|q| q.latent.as_ref().ok().cloned())
+            .collect();
+        search::nearest_many(reader, &vectors, &opts)
+    };
+    let cold_answer = cold.as_ref().map(|cold| {
+        cold.answer(|cold| {
+            let queries = latents(cold);
+            let found = search(cold, &queries);
+            (queries, found)
+        })
+    });
+    let (reader, queries, (found, method)): (&dyn Searchable, _, _) = match cold_answer {
+        Some(Ok((queries, Ok(found)))) => (cold.as_ref().expect("answered"), queries, found),
+        // The plan wants the graph and the saved one is behind: the
+        // queries stand, the store's open catches the graph up.
+        Some(Ok((queries, Err(SearchError::NeedsGraph)))) => {
+            let found = search(open_full()?, &queries)?;
+            (open_full()?, queries, found)
+        }
+        Some(Ok((_, Err(e)))) => return Err(e.into()),
+        // Damaged, or not current: nothing read there is kept.
+        Some(Err(_)) | None => {
+            let queries = latents(open_full()?);
+            let found = search(open_full()?, &queries)?;
+            (open_full()?, queries, found)
+        }
     };
     if let Some(index) = full.get() {
         // A graph this process had to build or catch up is kept for next time.
