@@ -58,7 +58,7 @@ pub struct FlatVectors {
     /// Sorted ids that are rows here but no longer live in the store.
     tombstones: Vec<u64>,
     /// The file as mapped for the current `rows`; reset by appends.
-    map: OnceLock<Option<memmap2::Mmap>>,
+    map: OnceLock<Option<std::sync::Arc<memmap2::Mmap>>>,
     /// Block checksums of the `rows` rows, saved beside the file on sync.
     sums: Sums,
     /// For a file opened by [`FlatVectors::open_checked_on_read`]: the saved
@@ -168,20 +168,24 @@ impl FlatVectors {
         flat.generation = generation;
         let saved = Sums::read(&Sums::path(&path)).filter(|s| s.rows() == rows)?;
         let rb = flat.row_bytes();
-        let check = CheckOnRead::new(BLOCK_ROWS * rb, saved.into_blocks(), flat.data().len())?;
+        flat.check = Some(CheckOnRead::new(
+            BLOCK_ROWS * rb,
+            saved.into_blocks(),
+            rows * rb,
+        )?);
         // The header's last id is outside the block checksums; the last
         // row's own id is inside them, and must agree.
-        let last_row = flat.data().len().checked_sub(rb);
-        if last_row.is_some_and(|at| !check.range(flat.data(), at..at + rb)) {
+        let data = flat.data();
+        if data.len() != rows * rb {
             return None;
         }
-        let last_row_id = last_row
-            .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
-        if last_row_id != last_id {
+        let last_row = data.len().checked_sub(rb);
+        if last_row.is_some_and(|at| !flat.check.as_ref().unwrap().range(data, at..at + rb)) {
             return None;
         }
-        flat.check = Some(check);
-        Some(flat)
+        let last_row_id =
+            last_row.map(|at| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes")));
+        (last_row_id == last_id).then_some(flat)
     }
 
     /// Where a reader that checks on read found the file damaged, if it
@@ -401,7 +405,18 @@ impl FlatVectors {
             // replace it by rename, so the mapped range never changes under us.
             // Populated: the scan reads every page, and faulting them in one
             // call costs less than one fault per page run.
-            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()
+            if self.check.is_none() {
+                let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+                return map.ok().map(std::sync::Arc::new);
+            }
+            // A cold reader (checking on read) has a query to decode and
+            // embed before it scans: the pages are faulted in on a thread
+            // of their own meanwhile, and a scan that gets there first
+            // faults in the rest itself.
+            let map = std::sync::Arc::new(unsafe { memmap2::MmapOptions::new().map(&file) }.ok()?);
+            let populating = map.clone();
+            std::thread::spawn(move || populating.advise(memmap2::Advice::PopulateRead));
+            Some(map)
         });
         match map {
             Some(m) => {
