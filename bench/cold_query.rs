@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}× | {:.0} ms | {:.0} ms |",
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0}× | {:.1} ms | {:.0} ms |",
             r[0],
             r[1],
             r[2],
@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
         println!(
-            "\n`imgsearch query` at {} is {:.1}× the one at {}",
+            "\n`imgsearch query` at {} is {:.2}× the one at {}",
             last[0],
             last[5] / first[5],
             first[0]
