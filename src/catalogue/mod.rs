@@ -12,7 +12,9 @@
 //!   `vectors.flat`, in the same order (id order; removed ids stay until
 //!   compaction, as in the flat file): id u64, offset u64 into
 //!   `records.str`, path length u32, label length u32 ([`NO_LABEL`] for
-//!   none), flags u32 ([`REMOVED`]), reserved u32.
+//!   none), flags u32 ([`REMOVED`], [`PATH_HASHED`]), and the CRC32C of
+//!   the path u32 when the flags say so (zero before it was kept: such rows
+//!   are told apart by their path bytes alone).
 //! - `records.sum`: the CRC32C of each 64 KiB piece of both files as the
 //!   writer last said clean (see [`crate::checksum::Pieces`]), so a reader
 //!   checks only the pieces it reads. It is trusted only when its pieces add
@@ -50,6 +52,8 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use files::{encode_sums, load, read_sums, Checking, Loaded, Mapped};
 pub use writer::CatalogueWriter;
 
@@ -72,6 +76,9 @@ pub const DIRTY: u32 = 1;
 pub const NO_LABEL: u32 = u32::MAX;
 /// Row flag: the record was removed from the store (a tombstone).
 pub const REMOVED: u32 = 1;
+/// Row flag: the row's last field is the CRC32C of its path, so a lookup by
+/// path reads the strings of the rows that match it and of no others.
+pub const PATH_HASHED: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
@@ -154,6 +161,7 @@ struct RowFields {
     path_len: u32,
     label_len: u32,
     flags: u32,
+    path_hash: u32,
 }
 
 impl RowFields {
@@ -164,6 +172,7 @@ impl RowFields {
         r[16..20].copy_from_slice(&self.path_len.to_le_bytes());
         r[20..24].copy_from_slice(&self.label_len.to_le_bytes());
         r[24..28].copy_from_slice(&self.flags.to_le_bytes());
+        r[28..32].copy_from_slice(&self.path_hash.to_le_bytes());
         r
     }
 
@@ -175,6 +184,7 @@ impl RowFields {
             path_len: u32_at(16),
             label_len: u32_at(20),
             flags: u32_at(24),
+            path_hash: u32_at(28),
         }
     }
 }
@@ -359,18 +369,28 @@ impl Catalogue {
 
     /// The live record stored under `path` (a scan: paths are not sorted).
     pub fn id_for_path(&self, path: &[u8]) -> Option<u64> {
-        if !self.rows_check.all(&self.rows) {
-            return None;
+        // Most rows are passed over on their path's length and hash (a
+        // million of them for every query file under the index's roots);
+        // a row that matches is checked, row and path, before it is
+        // believed, and a miss only once every row is checked.
+        let (len, hash) = (path.len() as u32, crc32c::crc32c(path));
+        let found = self
+            .rows
+            .par_chunks_exact(ROW)
+            .enumerate()
+            .filter(|(_, r)| r[16..20] == len.to_le_bytes())
+            .filter(|(_, r)| {
+                let f = RowFields::decode(r);
+                f.flags & REMOVED == 0 && (f.flags & PATH_HASHED == 0 || f.path_hash == hash)
+            })
+            .find_first(|&(i, _)| self.row(i).is_some_and(|row| row.path == path));
+        match found {
+            Some((i, _)) => self.row(i).filter(|r| !r.removed).map(|r| r.id),
+            None => {
+                self.rows_check.all(&self.rows);
+                None
+            }
         }
-        // Only the path length is read from most rows (a million of them
-        // for every query file that is not indexed).
-        let len = (path.len() as u32).to_le_bytes();
-        self.rows
-            .chunks_exact(ROW)
-            .filter(|r| r[16..20] == len)
-            .map(RowFields::decode)
-            .find(|f| f.flags & REMOVED == 0 && self.bytes(f.at, f.path_len) == Some(path))
-            .map(|f| f.id)
     }
 
     /// Row `i`, or `None` where its row or strings are damaged.

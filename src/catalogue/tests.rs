@@ -357,3 +357,63 @@ fn a_reader_checks_only_the_pieces_it_reads() {
     assert_eq!(f.reopen(), None);
     assert!(super::read_sums(f.path(), &Catalogue::open(f.path()).unwrap().header).is_some());
 }
+
+/// Rows keep their path's CRC32C, so a lookup by path reads the strings of
+/// matching rows only; rows from before that (no flag) are still found by
+/// their bytes, and the next writer rewrites them once.
+#[test]
+fn a_lookup_by_path_uses_the_rows_hashes_and_old_rows_still_answer() {
+    let mut f = Fixture::new();
+    // Same lengths throughout: only the hash tells them apart.
+    f.commit(
+        (0..50u8)
+            .map(|n| add(&format!("/p/{n:03}.png"), None, n))
+            .collect(),
+    );
+    f.save();
+    let reader = Catalogue::open(f.path()).unwrap();
+    let row = RowFields::decode(&reader.rows[7 * ROW..]);
+    assert_eq!(row.flags, PATH_HASHED);
+    assert_eq!(row.path_hash, crc32c::crc32c(b"/p/007.png"));
+    assert_eq!(reader.id_for_path(b"/p/007.png"), Some(7));
+    assert_eq!(reader.id_for_path(b"/p/999.png"), None);
+    assert_eq!(reader.damage(), None);
+
+    // A damaged path is not answered, and is named.
+    let strings = f.path().join(STRINGS_NAME);
+    let intact = std::fs::read(&strings).unwrap();
+    let at = intact.windows(10).position(|w| w == b"/p/007.png").unwrap();
+    let mut damaged = intact.clone();
+    damaged[at + 4] ^= 0x01;
+    std::fs::write(&strings, &damaged).unwrap();
+    let reader = Catalogue::open(f.path()).unwrap();
+    assert_eq!(reader.id_for_path(b"/p/007.png"), None);
+    assert!(reader.damage().is_some());
+    std::fs::write(&strings, &intact).unwrap();
+
+    // Rows as an older writer left them: no flag, no hash (checksums fixed
+    // up, the piece sums gone, as they were then).
+    let cat = f.path().join(FILE_NAME);
+    let mut bytes = std::fs::read(&cat).unwrap();
+    for row in bytes[HEADER..].chunks_exact_mut(ROW) {
+        row[24..32].fill(0);
+    }
+    let crc = checksum(&bytes[HEADER..]);
+    bytes[48..52].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&cat, &bytes).unwrap();
+    std::fs::remove_file(f.path().join(SUMS_NAME)).unwrap();
+    let old = Catalogue::open(f.path()).unwrap();
+    assert_eq!(old.id_for_path(b"/p/031.png"), Some(31));
+    assert_eq!(old.id_for_path(b"/p/999.png"), None);
+    assert_eq!(
+        f.reopen().as_deref(),
+        Some("made before its rows kept their path's hash")
+    );
+    let rewritten = Catalogue::open(f.path()).unwrap();
+    assert_eq!(
+        RowFields::decode(&rewritten.rows[31 * ROW..]).flags,
+        PATH_HASHED
+    );
+    assert_eq!(rewritten.id_for_path(b"/p/031.png"), Some(31));
+    assert_eq!(f.reopen(), None, "kept from then on");
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     encode_sums, load, CatalogueError, Checking, Header, Loaded, Meta, RowFields, CLEAN, DIRTY,
-    FILE_NAME, HEADER, NO_LABEL, REMOVED, ROW, STRINGS_NAME, SUMS_NAME,
+    FILE_NAME, HEADER, NO_LABEL, PATH_HASHED, REMOVED, ROW, STRINGS_NAME, SUMS_NAME,
 };
 use crate::ann::FlatVectors;
 use crate::checksum::Pieces;
@@ -353,6 +353,14 @@ fn disagreement(
 ) -> Result<Option<String>, StoreError> {
     let header = &loaded.header;
     let stored_stamp = Meta::decode(&loaded.strings, header).ok().map(|m| m.stamp);
+    // Rows written before paths were hashed are still right, but a lookup
+    // by path must read every such row's path: rewritten once.
+    let unhashed = || {
+        loaded.rows.chunks_exact(ROW).any(|r| {
+            let flags = u32::from_le_bytes(r[24..28].try_into().expect("4 bytes"));
+            flags & (REMOVED | PATH_HASHED) == 0
+        })
+    };
     Ok(if header.state != CLEAN {
         Some("left dirty: a writer stopped before it finished".into())
     } else if header.rows != flat.rows() as u64
@@ -366,6 +374,8 @@ fn disagreement(
         Some("behind the store".into())
     } else if stored_stamp.as_ref() != Some(stamp) {
         Some("made for another model".into())
+    } else if unhashed() {
+        Some("made before its rows kept their path's hash".into())
     } else {
         None
     })
@@ -390,7 +400,8 @@ fn row_of(id: u64, record: Option<&Record>, strings: &mut Vec<u8>) -> RowFields 
                 at,
                 path_len: record.path.len() as u32,
                 label_len,
-                flags: 0,
+                flags: PATH_HASHED,
+                path_hash: crc32c::crc32c(&record.path),
             }
         }
         None => RowFields {
@@ -399,6 +410,7 @@ fn row_of(id: u64, record: Option<&Record>, strings: &mut Vec<u8>) -> RowFields 
             path_len: 0,
             label_len: NO_LABEL,
             flags: REMOVED,
+            path_hash: 0,
         },
     }
 }
