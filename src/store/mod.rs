@@ -2,12 +2,14 @@
 //!
 //! Trees (keys are big-endian ids so they sort numerically):
 //! - `meta`: schema version, model, counters (`next_id`, `live`, `tombstones`), roots.
-//! - `images`: id → [`Record`] (postcard).
-//! - `vectors`: id → embedding, little-endian f32s. Immutable once written:
-//!   changed content gets a new id, which is what lets the HNSW graph be
-//!   append-only.
+//! - `records`: id → the embedding and the [`Record`], in one value
+//!   ([`value`]). The embedding is immutable once written: changed content
+//!   gets a new id, which is what lets the HNSW graph be append-only.
 //! - `paths`: path bytes → id (one live record per path).
-//! - `hashes`: blake3 ‖ id → () (renames, exact duplicates).
+//! - `content`: the first 8 bytes of the blake3 ‖ id → () (renames, exact
+//!   duplicates). 8 bytes, not 32: a key that short keeps the tree's
+//!   random inserts cheap, and a lookup checks the whole hash in the
+//!   records it finds.
 //! - `tombstones`: id → () for ids still in the HNSW graph but no longer live.
 //! - `labelled`: id → label (UTF-8) for every live record that has one, so
 //!   kNN voters and label filters need no record decoding.
@@ -23,64 +25,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+mod migrate;
 mod tx;
+mod value;
 use tx::{tx_error, Tally, TxTrees};
 
-/// Current schema; [`MIGRATIONS`] lifts older stores to it.
-pub const SCHEMA_VERSION: u32 = 4;
-
-/// `MIGRATIONS[i]` lifts a store from version `i + 1` to `i + 2`. Each is
-/// safe to re-run after a kill (it rebuilds what it writes from scratch); the
-/// version is bumped only once it is done.
-/// Brings a database from one schema version to the next.
-type Migration = fn(&sled::Db) -> Result<(), StoreError>;
-const MIGRATIONS: &[Migration] = &[
-    migrate_v1_label_trees,
-    migrate_v2_imports,
-    migrate_v3_catalogue,
-];
-
-/// v1 → v2: the `labelled` and `labels` trees, derived from the records.
-fn migrate_v1_label_trees(db: &sled::Db) -> Result<(), StoreError> {
-    let (images, labelled, labels) = (
-        db.open_tree("images")?,
-        db.open_tree("labelled")?,
-        db.open_tree("labels")?,
-    );
-    labelled.clear()?;
-    labels.clear()?;
-    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-    for kv in images.iter() {
-        let (k, v) = kv?;
-        let rec: Record = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
-            id: id_of(&k),
-            message: e.to_string(),
-        })?;
-        if let Some(label) = rec.label {
-            labelled.insert(&k, label.as_bytes())?;
-            *counts.entry(label).or_default() += 1;
-        }
-    }
-    for (label, n) in counts {
-        labels.insert(label.as_bytes(), &n.to_be_bytes())?;
-    }
-    Ok(())
-}
-
-/// v2 → v3: the `imports` tree. A v2 store imported nothing, so it starts
-/// empty.
-fn migrate_v2_imports(db: &sled::Db) -> Result<(), StoreError> {
-    db.open_tree("imports")?.clear()?;
-    Ok(())
-}
-
-/// v3 → v4: the record catalogue beside the store (`crate::catalogue`).
-/// Nothing changes in sled: the catalogue is derived, and written on the
-/// next open. The version moves so that an imgsearch that does not keep
-/// the catalogue up to date refuses to write to the store behind its back.
-fn migrate_v3_catalogue(_db: &sled::Db) -> Result<(), StoreError> {
-    Ok(())
-}
+/// Current schema; [`migrate`] lifts older stores to it.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// A shard file that `import` finished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,10 +222,9 @@ pub struct Applied {
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
-    images: sled::Tree,
-    vectors: sled::Tree,
+    records: sled::Tree,
     paths: sled::Tree,
-    hashes: sled::Tree,
+    content: sled::Tree,
     tombstones: sled::Tree,
     labelled: sled::Tree,
     labels: sled::Tree,
@@ -289,20 +239,25 @@ fn id_of(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes[..8].try_into().expect("8-byte id"))
 }
 
-fn hash_key(hash: &[u8; 32], id: u64) -> Vec<u8> {
-    let mut k = hash.to_vec();
-    k.extend_from_slice(&key(id));
+/// Bytes of the content hash that key the `content` tree.
+const CONTENT_PREFIX: usize = 8;
+
+fn content_key(hash: &[u8; 32], id: u64) -> [u8; CONTENT_PREFIX + 8] {
+    let mut k = [0; CONTENT_PREFIX + 8];
+    k[..CONTENT_PREFIX].copy_from_slice(&hash[..CONTENT_PREFIX]);
+    k[CONTENT_PREFIX..].copy_from_slice(&key(id));
     k
 }
 
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+fn read_u64(tree: &sled::Tree, name: &str) -> Result<u64, StoreError> {
+    Ok(tree
+        .get(name)?
+        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0))
 }
 
-pub fn bytes_to_vector(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect()
+fn corrupt(id: u64) -> impl FnOnce(String) -> StoreError {
+    move |message| StoreError::Corrupt { id, message }
 }
 
 impl Store {
@@ -327,43 +282,17 @@ impl Store {
         };
         let store = Self {
             meta: db.open_tree("meta")?,
-            images: db.open_tree("images")?,
-            vectors: db.open_tree("vectors")?,
+            records: db.open_tree("records")?,
             paths: db.open_tree("paths")?,
-            hashes: db.open_tree("hashes")?,
+            content: db.open_tree("content")?,
             tombstones: db.open_tree("tombstones")?,
             labelled: db.open_tree("labelled")?,
             labels: db.open_tree("labels")?,
             imports: db.open_tree("imports")?,
             db,
         };
-        store.migrate(dir)?;
+        migrate::migrate(&store.db, &store.meta, dir)?;
         Ok(store)
-    }
-
-    fn migrate(&self, dir: &Path) -> Result<(), StoreError> {
-        let found = self.meta_u64("schema_version")? as u32;
-        if found == 0 {
-            // A new store starts at the current version.
-            self.meta
-                .insert("schema_version", &(SCHEMA_VERSION as u64).to_be_bytes())?;
-            self.db.flush()?;
-            return Ok(());
-        }
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: dir.to_path_buf(),
-                found,
-            });
-        }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize - 1) {
-            migration(&self.db)?;
-            self.db.flush()?;
-            self.meta
-                .insert("schema_version", &(i as u64 + 2).to_be_bytes())?;
-            self.db.flush()?;
-        }
-        Ok(())
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
@@ -371,11 +300,7 @@ impl Store {
     }
 
     fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
-            .get(name)?
-            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-            .unwrap_or(0))
+        read_u64(&self.meta, name)
     }
 
     /// Live records (kept as a counter: sled's `len` scans the tree).
@@ -435,40 +360,38 @@ impl Store {
     }
 
     pub fn record(&self, id: u64) -> Result<Option<Record>, StoreError> {
-        match self.images.get(key(id))? {
-            None => Ok(None),
-            Some(v) => postcard::from_bytes(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    id,
-                    message: e.to_string(),
-                }),
-        }
+        self.records
+            .get(key(id))?
+            .map(|v| value::record(&v).map_err(corrupt(id)))
+            .transpose()
     }
 
     pub fn vector(&self, id: u64) -> Result<Option<Vec<f32>>, StoreError> {
-        Ok(self.vectors.get(key(id))?.map(|v| bytes_to_vector(&v)))
+        self.records
+            .get(key(id))?
+            .map(|v| value::vector(&v).map_err(corrupt(id)))
+            .transpose()
     }
 
     /// Live ids whose content hash is `hash`.
     pub fn ids_with_hash(&self, hash: &[u8; 32]) -> Result<Vec<u64>, StoreError> {
-        self.hashes
-            .scan_prefix(hash)
-            .keys()
-            .map(|k| Ok(id_of(&k?[32..])))
-            .collect()
+        let mut ids = Vec::new();
+        for k in self.content.scan_prefix(&hash[..CONTENT_PREFIX]).keys() {
+            let id = id_of(&k?[CONTENT_PREFIX..]);
+            // The key holds a prefix of the hash; the record holds all of it.
+            if self.record(id)?.is_some_and(|r| r.hash == *hash) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Every live (id, record), in id order.
     pub fn records(&self) -> impl Iterator<Item = Result<(u64, Record), StoreError>> + '_ {
-        self.images.iter().map(|kv| {
+        self.records.iter().map(|kv| {
             let (k, v) = kv?;
             let id = id_of(&k);
-            let rec = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
-                id,
-                message: e.to_string(),
-            })?;
-            Ok((id, rec))
+            Ok((id, value::record(&v).map_err(corrupt(id))?))
         })
     }
 
@@ -478,9 +401,10 @@ impl Store {
         after: Option<u64>,
     ) -> impl Iterator<Item = Result<(u64, Vec<f32>), StoreError>> + '_ {
         let start = after.map_or(0, |a| a + 1);
-        self.vectors.range(key(start)..).map(|kv| {
-            kv.map(|(k, v)| (id_of(&k), bytes_to_vector(&v)))
-                .map_err(StoreError::from)
+        self.records.range(key(start)..).map(|kv| {
+            let (k, v) = kv?;
+            let id = id_of(&k);
+            Ok((id, value::vector(&v).map_err(corrupt(id))?))
         })
     }
 
@@ -555,45 +479,41 @@ impl Store {
     pub fn apply(&self, changes: &[Change]) -> Result<Applied, StoreError> {
         let applied = (
             &self.meta,
-            &self.images,
-            &self.vectors,
+            &self.records,
             &self.paths,
-            &self.hashes,
+            &self.content,
             &self.tombstones,
             &self.labelled,
             &self.labels,
         )
-            .transaction(
-                |(meta, images, vectors, paths, hashes, tombs, labelled, labels)| {
-                    let applied = std::cell::RefCell::new(Applied::default());
-                    let tally = std::cell::RefCell::new(Tally::default());
-                    let tx = TxTrees {
-                        meta,
-                        images,
-                        vectors,
-                        paths,
-                        hashes,
-                        tombs,
-                        labelled,
-                        labels,
-                        applied: &applied,
-                        tally: &tally,
-                    };
-                    for change in changes {
-                        match change {
-                            Change::Add { record, vector } => {
-                                tx.add(record, vector)?;
-                            }
-                            Change::Move { id, record } | Change::Touch { id, record } => {
-                                tx.update(*id, record)?
-                            }
-                            Change::Remove { id } => tx.remove(*id)?,
+            .transaction(|(meta, records, paths, content, tombs, labelled, labels)| {
+                let applied = std::cell::RefCell::new(Applied::default());
+                let tally = std::cell::RefCell::new(Tally::default());
+                let tx = TxTrees {
+                    meta,
+                    records,
+                    paths,
+                    content,
+                    tombs,
+                    labelled,
+                    labels,
+                    applied: &applied,
+                    tally: &tally,
+                };
+                for change in changes {
+                    match change {
+                        Change::Add { record, vector } => {
+                            tx.add(record, vector)?;
                         }
+                        Change::Move { id, record } | Change::Touch { id, record } => {
+                            tx.update(*id, record)?
+                        }
+                        Change::Remove { id } => tx.remove(*id)?,
                     }
-                    tx.finish()?;
-                    Ok(applied.into_inner())
-                },
-            )
+                }
+                tx.finish()?;
+                Ok(applied.into_inner())
+            })
             .map_err(tx_error)?;
         self.db.flush()?;
         Ok(applied)
@@ -628,138 +548,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(path: &str, hash: u8) -> Record {
-        Record {
-            path: path.as_bytes().to_vec(),
-            size: 10,
-            mtime_ns: 1,
-            hash: [hash; 32],
-            label: Some("x".into()),
-            width: 4,
-            height: 4,
-            recon_error: 0.1,
-            ingested_at: 0,
-        }
-    }
-
-    #[test]
-    fn add_move_remove_keep_counters_and_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        let ids = store
-            .apply(&[
-                Change::Add {
-                    record: record("/a/1.png", 1),
-                    vector: vec![1.0, 2.0],
-                },
-                Change::Add {
-                    record: record("/a/2.png", 1),
-                    vector: vec![1.0, 2.0],
-                },
-            ])
-            .unwrap();
-        assert_eq!(ids.added, [0, 1]);
-        assert_eq!(store.live_count().unwrap(), 2);
-        assert_eq!(store.ids_with_hash(&[1; 32]).unwrap(), [0, 1]);
-        let moved = store
-            .apply(&[Change::Move {
-                id: 0,
-                record: record("/b/1.png", 1),
-            }])
-            .unwrap();
-        assert_eq!((moved.changed, moved.removed), (vec![0], vec![]));
-        assert_eq!(store.id_for_path(b"/a/1.png").unwrap(), None);
-        assert_eq!(store.id_for_path(b"/b/1.png").unwrap(), Some(0));
-        store.apply(&[Change::Remove { id: 1 }]).unwrap();
-        assert_eq!(
-            (
-                store.live_count().unwrap(),
-                store.tombstone_count().unwrap()
-            ),
-            (1, 1)
-        );
-        assert_eq!(store.tombstones().unwrap(), [1]);
-        assert_eq!(store.vector(0).unwrap(), Some(vec![1.0, 2.0]));
-        drop(store);
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.live_count().unwrap(), 1);
-        let paths: Vec<_> = store.paths_under(b"/b/").map(|r| r.unwrap().1).collect();
-        assert_eq!(paths, [0]);
-        // An add at a stored path displaces the record there, and says so.
-        let again = store
-            .apply(&[Change::Add {
-                record: record("/b/1.png", 2),
-                vector: vec![0.0, 0.0],
-            }])
-            .unwrap();
-        assert_eq!((again.added, again.removed), (vec![2], vec![0]));
-        store.clear_tombstones().unwrap();
-        assert_eq!(store.tombstone_count().unwrap(), 0);
-    }
-
-    #[test]
-    fn label_trees_follow_changes_and_migrate_from_v1() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut unlabelled = record("/a/3.png", 3);
-        unlabelled.label = None;
-        store
-            .apply(&[
-                Change::Add {
-                    record: record("/a/1.png", 1),
-                    vector: vec![0.0],
-                },
-                Change::Add {
-                    record: record("/a/2.png", 2),
-                    vector: vec![0.0],
-                },
-                Change::Add {
-                    record: unlabelled,
-                    vector: vec![0.0],
-                },
-            ])
-            .unwrap();
-        let mut relabelled = record("/a/2.png", 2);
-        relabelled.label = Some("y".into());
-        store
-            .apply(&[Change::Touch {
-                id: 1,
-                record: relabelled,
-            }])
-            .unwrap();
-        let counts = |s: &Store| s.label_counts().unwrap().into_iter().collect::<Vec<_>>();
-        assert_eq!(counts(&store), [("x".into(), 1), ("y".into(), 1)]);
-        store.apply(&[Change::Remove { id: 0 }]).unwrap();
-        assert_eq!(counts(&store), [("y".to_string(), 1)]);
-        let labelled: Vec<_> = store.labelled().map(|r| r.unwrap()).collect();
-        assert_eq!(labelled, [(1, "y".to_string())]);
-        assert_eq!(store.label_of(2).unwrap(), None);
-
-        // Turn it back into a v1 store: no label trees, version 1.
-        store.labelled.clear().unwrap();
-        store.labels.clear().unwrap();
-        store
-            .meta
-            .insert("schema_version", &1u64.to_be_bytes())
-            .unwrap();
-        drop(store);
-        // sled releases its lock from a background thread after the drop.
-        let store = (0..100)
-            .find_map(|_| {
-                let opened = Store::open(dir.path()).ok();
-                if opened.is_none() {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                opened
-            })
-            .expect("the store reopens");
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(counts(&store), [("y".to_string(), 1)]);
-        assert_eq!(store.imported("part-00000-of-00001.parquet").unwrap(), None);
-        assert_eq!(store.label_of(1).unwrap(), Some("y".into()));
-    }
-}
+mod tests;

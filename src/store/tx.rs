@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::{hash_key, id_of, key, vector_bytes, Record, StoreError};
+use super::{content_key, id_of, key, value, Record, StoreError};
 
 pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
@@ -21,10 +21,6 @@ fn tx_counter(tree: &TransactionalTree, name: &str, delta: i64) -> TxResult<u64>
     let next = (read_u64(tree, name)? as i64 + delta).max(0) as u64;
     tree.insert(name, &next.to_be_bytes())?;
     Ok(next)
-}
-
-pub(super) fn encode(record: &Record) -> Vec<u8> {
-    postcard::to_stdvec(record).expect("records serialize")
 }
 
 /// The counters a transaction moves, summed as it goes and written once
@@ -53,10 +49,9 @@ impl Tally {
 /// The trees of one transaction, so helpers take one argument.
 pub(super) struct TxTrees<'a> {
     pub(super) meta: &'a TransactionalTree,
-    pub(super) images: &'a TransactionalTree,
-    pub(super) vectors: &'a TransactionalTree,
+    pub(super) records: &'a TransactionalTree,
     pub(super) paths: &'a TransactionalTree,
-    pub(super) hashes: &'a TransactionalTree,
+    pub(super) content: &'a TransactionalTree,
     pub(super) tombs: &'a TransactionalTree,
     pub(super) labelled: &'a TransactionalTree,
     pub(super) labels: &'a TransactionalTree,
@@ -75,10 +70,10 @@ impl TxTrees<'_> {
         if let Some(old) = self.paths.get(&record.path)? {
             self.remove(id_of(&old))?;
         }
-        self.images.insert(&key(id), encode(record))?;
-        self.vectors.insert(&key(id), vector_bytes(vector))?;
+        self.records
+            .insert(&key(id), value::encode(record, vector))?;
         self.paths.insert(record.path.as_slice(), &key(id))?;
-        self.hashes.insert(hash_key(&record.hash, id), &[])?;
+        self.content.insert(&content_key(&record.hash, id), &[])?;
         self.set_label(id, None, record.label.as_deref())?;
         self.tally.borrow_mut().live += 1;
         self.applied.borrow_mut().added.push(id);
@@ -88,11 +83,10 @@ impl TxTrees<'_> {
     /// Rewrites a live record (a move to a new path, or new file facts or
     /// label); its embedding is kept. A record removed meanwhile is skipped.
     pub(super) fn update(&self, id: u64, record: &Record) -> TxResult<()> {
-        let Some(old) = self.images.get(key(id))? else {
+        let Some(old_value) = self.records.get(key(id))? else {
             return Ok(());
         };
-        let old: Record = postcard::from_bytes(&old)
-            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+        let old = value::record(&old_value).map_err(abort(id))?;
         if old.path != record.path {
             self.paths.remove(old.path.as_slice())?;
             // The new path's older record, if any, gives way.
@@ -104,23 +98,23 @@ impl TxTrees<'_> {
             self.paths.insert(record.path.as_slice(), &key(id))?;
         }
         self.set_label(id, old.label.as_deref(), record.label.as_deref())?;
-        self.images.insert(&key(id), encode(record))?;
+        let (embedding, _) = value::split(&old_value).expect("a record that decoded splits");
+        self.records
+            .insert(&key(id), value::encode_with(record, embedding))?;
         self.applied.borrow_mut().changed.push(id);
         Ok(())
     }
 
     /// Drops a live record from every tree and makes its id a tombstone.
     pub(super) fn remove(&self, id: u64) -> TxResult<()> {
-        let Some(old) = self.images.remove(&key(id))? else {
+        let Some(old) = self.records.remove(&key(id))? else {
             return Ok(());
         };
-        let old: Record = postcard::from_bytes(&old)
-            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-        self.vectors.remove(&key(id))?;
+        let old = value::record(&old).map_err(abort(id))?;
         if self.paths.get(&old.path)?.is_some_and(|v| id_of(&v) == id) {
             self.paths.remove(old.path.as_slice())?;
         }
-        self.hashes.remove(hash_key(&old.hash, id))?;
+        self.content.remove(&content_key(&old.hash, id))?;
         self.set_label(id, old.label.as_deref(), None)?;
         self.tombs.insert(&key(id), &[])?;
         {
@@ -178,6 +172,11 @@ impl TxTrees<'_> {
         }
         Ok(())
     }
+}
+
+/// Abandons the transaction over a record that does not decode.
+fn abort(id: u64) -> impl FnOnce(String) -> ConflictableTransactionError<String> {
+    move |message| ConflictableTransactionError::Abort(format!("corrupt record {id}: {message}"))
 }
 
 pub(super) fn tx_error(e: TransactionError<String>) -> StoreError {

@@ -337,7 +337,7 @@ fn a_cold_query_reads_the_record_catalogue_and_opens_the_store_only_when_it_must
     let held = status();
     assert_eq!(held, before);
     assert_eq!(held["images"], 300);
-    assert_eq!(held["schema_version"], 4);
+    assert_eq!(held["schema_version"], 5);
     assert_eq!(held["model"]["name"], "digits");
     let canonical_root = root.canonicalize().unwrap();
     assert_eq!(held["roots"][0], canonical_root.to_str().unwrap());
