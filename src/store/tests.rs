@@ -155,18 +155,27 @@ fn write_old_store(dir: &Path, version: u64, records: &[Record]) {
     db.flush().unwrap();
 }
 
-/// Opens the store in `dir`, waiting for sled to release the lock a
-/// dropped handle's background thread still holds.
-fn reopen(dir: &Path) -> Store {
+/// Retries `open` until it succeeds: sled releases a dropped handle's
+/// lock from a background thread, a moment after the drop.
+fn after_release<T>(open: impl Fn() -> Option<T>) -> T {
     (0..100)
         .find_map(|_| {
-            let opened = Store::open(dir).ok();
+            let opened = open();
             if opened.is_none() {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             opened
         })
-        .expect("the store reopens")
+        .expect("the database reopens")
+}
+
+fn reopen(dir: &Path) -> Store {
+    after_release(|| Store::open(dir).ok())
+}
+
+/// sled alone, as the store in `dir` was left by a kill.
+fn raw(dir: &Path) -> sled::Db {
+    after_release(|| sled::open(dir).ok())
 }
 
 fn tree_names(store: &Store) -> Vec<String> {
@@ -265,7 +274,7 @@ fn a_migration_killed_part_way_is_redone_by_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
     write_old_store(dir.path(), 4, &old_records());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw(dir.path());
         db.open_tree("records")
             .unwrap()
             .insert(key(0), value::encode(&record("/stale", 7), &[9.0]))
@@ -284,7 +293,7 @@ fn a_migration_killed_part_way_is_redone_by_the_next_open() {
     // Killed after the version moved to 5, before the old trees were
     // dropped: the next open drops them and keeps the records.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = raw(dir.path());
         db.open_tree("images")
             .unwrap()
             .insert(key(0), &[1])
