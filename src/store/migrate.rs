@@ -20,7 +20,7 @@ const MIGRATIONS: &[Migration] = &[
 /// Trees of older schemas that a migration replaced. They are dropped only
 /// after the version moved past them, so a kill part way through a
 /// migration leaves the old trees whole for the rerun.
-const RETIRED_TREES: &[&str] = &["images", "vectors", "hashes"];
+const RETIRED_TREES: &[&str] = &["images", "vectors", "hashes", "labelled"];
 
 /// Lifts the store in `db` to [`SCHEMA_VERSION`], or stamps a new one
 /// with it; `dir` is for errors.
@@ -101,7 +101,8 @@ const MIGRATE_BATCH: usize = 8192;
 
 /// v4 → v5: a record and its embedding in one value of `records` (they
 /// were `images` and `vectors`), and the content-hash index keyed by the
-/// hash's first 8 bytes (`content`; `hashes` was keyed by all 32). Both
+/// hash's first 8 bytes (`content`; `hashes` was keyed by all 32), and
+/// no `labelled` tree (labels are read from the records). Together they
 /// halve what an import asks of sled per record (bench/RESULTS.md).
 fn migrate_v4_one_value(db: &sled::Db) -> Result<(), StoreError> {
     let (images, vectors, records, content) = (

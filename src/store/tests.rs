@@ -220,7 +220,7 @@ fn assert_holds_old_records(store: &Store) {
     );
     assert_eq!(store.label_of(2).unwrap(), None);
     let names = tree_names(store);
-    for retired in ["images", "vectors", "hashes"] {
+    for retired in ["images", "vectors", "hashes", "labelled"] {
         assert!(
             !names.iter().any(|n| n == retired),
             "{retired} in {names:?}"

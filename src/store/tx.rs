@@ -53,7 +53,6 @@ pub(super) struct TxTrees<'a> {
     pub(super) paths: &'a TransactionalTree,
     pub(super) content: &'a TransactionalTree,
     pub(super) tombs: &'a TransactionalTree,
-    pub(super) labelled: &'a TransactionalTree,
     pub(super) labels: &'a TransactionalTree,
     /// What this attempt of the transaction changed (reset on a retry,
     /// since sled re-runs the closure that makes it).
@@ -74,7 +73,7 @@ impl TxTrees<'_> {
             .insert(&key(id), value::encode(record, vector))?;
         self.paths.insert(record.path.as_slice(), &key(id))?;
         self.content.insert(&content_key(&record.hash, id), &[])?;
-        self.set_label(id, None, record.label.as_deref())?;
+        self.move_label(None, record.label.as_deref());
         self.tally.borrow_mut().live += 1;
         self.applied.borrow_mut().added.push(id);
         Ok(id)
@@ -97,7 +96,7 @@ impl TxTrees<'_> {
             }
             self.paths.insert(record.path.as_slice(), &key(id))?;
         }
-        self.set_label(id, old.label.as_deref(), record.label.as_deref())?;
+        self.move_label(old.label.as_deref(), record.label.as_deref());
         let (embedding, _) = value::split(&old_value).expect("a record that decoded splits");
         self.records
             .insert(&key(id), value::encode_with(record, embedding))?;
@@ -115,7 +114,7 @@ impl TxTrees<'_> {
             self.paths.remove(old.path.as_slice())?;
         }
         self.content.remove(&content_key(&old.hash, id))?;
-        self.set_label(id, old.label.as_deref(), None)?;
+        self.move_label(old.label.as_deref(), None);
         self.tombs.insert(&key(id), &[])?;
         {
             let mut tally = self.tally.borrow_mut();
@@ -126,21 +125,20 @@ impl TxTrees<'_> {
         Ok(())
     }
 
-    /// Moves `id` from label `old` to label `new` (either may be none);
-    /// the per-label counts move in [`TxTrees::finish`].
-    pub(super) fn set_label(&self, id: u64, old: Option<&str>, new: Option<&str>) -> TxResult<()> {
+    /// Counts a record's move from label `old` to label `new` (either
+    /// may be none); the per-label counts are written in
+    /// [`TxTrees::finish`].
+    fn move_label(&self, old: Option<&str>, new: Option<&str>) {
         if old == new {
-            return Ok(());
+            return;
         }
+        let mut tally = self.tally.borrow_mut();
         if let Some(old) = old {
-            self.tally.borrow_mut().label(old, -1);
-            self.labelled.remove(&key(id))?;
+            tally.label(old, -1);
         }
         if let Some(new) = new {
-            self.tally.borrow_mut().label(new, 1);
-            self.labelled.insert(&key(id), new.as_bytes())?;
+            tally.label(new, 1);
         }
-        Ok(())
     }
 
     /// The next free id, read from `meta` the first time.
