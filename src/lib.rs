@@ -44,5 +44,6 @@ pub mod search;
 pub mod serve;
 pub mod shards;
 pub mod sheet;
+pub mod sorted;
 pub mod store;
 pub mod walk;

@@ -352,19 +352,14 @@ impl Catalogue {
         // The search reads ids from pieces not checked yet; the row it ends
         // at is checked before it is believed, and a miss is believed only
         // once every row is checked (it is rare: searches find stored ids).
-        let (mut lo, mut hi) = (0, self.rows());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match RowFields::decode(&self.rows[mid * ROW..]).id.cmp(&id) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    return self.row(mid).filter(|r| r.id == id && !r.removed)
-                }
+        let id_at = |i: usize| RowFields::decode(&self.rows[i * ROW..]).id;
+        match crate::sorted::position_of(self.rows(), id_at, id) {
+            Some(i) => self.row(i).filter(|r| r.id == id && !r.removed),
+            None => {
+                self.rows_check.all(&self.rows);
+                None
             }
         }
-        self.rows_check.all(&self.rows);
-        None
     }
 
     /// The live record stored under `path` (a scan: paths are not sorted).

@@ -304,16 +304,8 @@ impl CatalogueWriter {
     }
 
     fn row_index(&self, id: u64) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.rows.len() / ROW);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match RowFields::decode(&self.rows[mid * ROW..]).id.cmp(&id) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        let id_at = |i: usize| RowFields::decode(&self.rows[i * ROW..]).id;
+        crate::sorted::position_of(self.rows.len() / ROW, id_at, id)
     }
 
     fn write_at(&mut self, name: &str, at: u64, bytes: &[u8]) -> Result<(), CatalogueError> {

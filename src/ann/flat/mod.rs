@@ -443,24 +443,16 @@ impl FlatVectors {
         // Ids on the way may be read from blocks not checked yet: the row
         // found is checked before it is believed, and a miss only once every
         // block is.
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match id_at(mid).cmp(&id) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let row = mid * rb..(mid + 1) * rb;
-                    let checked = self
-                        .check
-                        .as_ref()
-                        .is_none_or(|c| c.range(data, row.clone()));
-                    return checked.then(|| floats(&data[row][8..]).into_owned());
-                }
-            }
-        }
-        self.all_ok();
-        None
+        let Some(i) = crate::sorted::position_of(n, id_at, id) else {
+            self.all_ok();
+            return None;
+        };
+        let row = i * rb..(i + 1) * rb;
+        let checked = self
+            .check
+            .as_ref()
+            .is_none_or(|c| c.range(data, row.clone()));
+        checked.then(|| floats(&data[row][8..]).into_owned())
     }
 
     /// Every live (id, vector), in id order.
