@@ -92,12 +92,7 @@ pub fn catalogue_files(data: &[u8]) {
         rows[48..52].copy_from_slice(&crcs[0].to_le_bytes());
         rows[52..56].copy_from_slice(&crcs[1].to_le_bytes());
         if flag & 2 == 2 {
-            let mut sums = b"ISCATSM1".to_vec();
-            sums.extend(row_pieces.len.to_le_bytes());
-            sums.extend(string_pieces.len.to_le_bytes());
-            for sum in row_pieces.sums.iter().chain(&string_pieces.sums) {
-                sums.extend(sum.to_le_bytes());
-            }
+            let sums = catalogue::encode_sums(&row_pieces, &string_pieces);
             std::fs::write(&sums_path, sums).unwrap();
         }
     }

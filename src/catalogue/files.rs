@@ -192,7 +192,7 @@ pub(super) fn read_sums(dir: &Path, header: &Header) -> Option<(Pieces, Pieces)>
 }
 
 /// `records.sum`'s bytes for pieces of the rows and the strings.
-pub(super) fn encode_sums(rows: &Pieces, strings: &Pieces) -> Vec<u8> {
+pub fn encode_sums(rows: &Pieces, strings: &Pieces) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + 4 * (rows.sums.len() + strings.sums.len()));
     out.extend_from_slice(SUMS_MAGIC);
     out.extend_from_slice(&rows.len.to_le_bytes());

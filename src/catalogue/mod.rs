@@ -45,7 +45,7 @@
 //! another moment (a removal since, a file put back from a copy) does not
 //! pass for this one even when its rows do. The store's schema version 4
 //! bars an imgsearch that does not keep the catalogue from writing to the
-//! store behind it.
+//! store behind it (and so does every later version).
 
 mod files;
 mod writer;
@@ -54,7 +54,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use files::{encode_sums, load, read_sums, Checking, Loaded, Mapped};
+pub use files::encode_sums;
+use files::{load, read_sums, Checking, Loaded, Mapped};
 pub use writer::CatalogueWriter;
 
 use crate::store::{ModelStamp, StoreError};
