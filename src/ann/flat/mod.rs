@@ -139,13 +139,7 @@ impl FlatVectors {
         let (rows, last_id, generation) = read_header(&path, dim)?;
         let mut flat = Self::with(path.clone(), dim, rows, last_id);
         flat.generation = generation;
-        // The header's last id is outside the block checksums; the last
-        // row's own id is inside them, and must agree (a wrong last id
-        // made catch-up skip or repeat the store's newest vectors).
-        let last_row = flat.data().len().checked_sub(flat.row_bytes());
-        let last_row_id = last_row
-            .map(|at| u64::from_le_bytes(flat.data()[at..at + 8].try_into().expect("8 bytes")));
-        if last_row_id != last_id {
+        if flat.last_row_id() != last_id {
             return None;
         }
         flat.sums = Sums::of(flat.data(), flat.row_bytes());
@@ -173,19 +167,28 @@ impl FlatVectors {
             saved.into_blocks(),
             rows * rb,
         )?);
-        // The header's last id is outside the block checksums; the last
-        // row's own id is inside them, and must agree.
         let data = flat.data();
         if data.len() != rows * rb {
             return None;
         }
+        // The last row is read here, so checked before it is believed.
         let last_row = data.len().checked_sub(rb);
         if last_row.is_some_and(|at| !flat.check.as_ref().unwrap().range(data, at..at + rb)) {
             return None;
         }
-        let last_row_id =
-            last_row.map(|at| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes")));
-        (last_row_id == last_id).then_some(flat)
+        (flat.last_row_id() == last_id).then_some(flat)
+    }
+
+    /// The id in the file's last row. The header's last id is outside the
+    /// block checksums, the last row's own id is inside them, and the two
+    /// must agree: a wrong last id made catch-up skip or repeat the
+    /// store's newest vectors.
+    fn last_row_id(&self) -> Option<u64> {
+        let data = self.data();
+        let at = data.len().checked_sub(self.row_bytes())?;
+        Some(u64::from_le_bytes(
+            data[at..at + 8].try_into().expect("8 bytes"),
+        ))
     }
 
     /// Where a reader that checks on read found the file damaged, if it
