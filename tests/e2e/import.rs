@@ -3,13 +3,14 @@
 //! idempotence, model checks, replaced paths, and kill -9.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::common::{
-    assert_same_records, bin, ingest_digits, json_of, mnist_export, records, run, run_ok,
+    assert_same_records, bin, ingest_digits, json_of, kill_at_fractions, mnist_export, records,
+    run, run_ok,
 };
 use imgsearch::model::Model;
 use imgsearch::shards::{write_shard_file, Shard, ShardError, ShardMeta, ShardRow};
@@ -242,30 +243,16 @@ fn kill_9_during_import_then_rerun_equals_an_uninterrupted_import() {
     let want = records(&reference);
     assert_eq!(want.len(), 20_000);
 
-    // The kills land at fractions of this machine's own uninterrupted
-    // import: fixed delays stopped landing once imports got faster. Each
-    // rerun resumes where the last one was killed, so the fractions add
-    // up to one whole import and no more.
     let crashed = tmp.path().join("crashed");
-    let mut kills = 0;
-    for fraction in [0.1, 0.2, 0.15, 0.25, 0.12, 0.18] {
-        let delay = whole.mul_f64(fraction);
-        let mut child = bin()
+    let kills = kill_at_fractions(whole, &[0.1, 0.2, 0.15, 0.25, 0.12, 0.18], || {
+        let mut import = bin();
+        import
             .arg("import")
             .arg(&shard)
             .arg("--index")
-            .arg(&crashed)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
+            .arg(&crashed);
+        import
+    });
     assert!(
         kills >= 3,
         "the kills must land mid-run (only {kills} did; a whole import took {whole:?})"

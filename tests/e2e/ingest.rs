@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::time::Instant;
 
 use imgsearch::index::Index;
 use serde_json::Value;
 
-use crate::common::{assert_ok, bin, json_of, mnist_export, run_ok};
+use crate::common::{assert_ok, bin, json_of, kill_at_fractions, mnist_export, run_ok};
 
 fn ingest(root: &Path, index: &Path, extra: &[&str]) -> (Option<i32>, Value) {
     let out = bin()
@@ -334,33 +333,29 @@ fn kill_9_at_random_moments_then_rerun_equals_an_uninterrupted_run() {
         return;
     };
     let reference = tmp.path().join("reference");
+    let started = Instant::now();
     let (code, _) = ingest(&root, &reference, &[]);
+    let whole = started.elapsed();
     assert_eq!(code, Some(0));
     let want = contents(&reference);
     assert_eq!(want.len(), 1500);
 
+    // Moments spread over the run, from start-up to the end.
     let crashed = tmp.path().join("crashed");
-    // Deterministic "random" moments spread over the run, from start-up to the end.
-    let mut kills = 0;
-    for delay_ms in [40u64, 260, 120, 700, 390, 1100] {
-        let mut child = bin()
+    let kills = kill_at_fractions(whole, &[0.03, 0.2, 0.1, 0.3, 0.15, 0.22], || {
+        let mut ingest = bin();
+        ingest
             .arg("ingest")
             .arg(&root)
             .arg("--index")
             .arg(&crashed)
-            .args(["--model", "digits"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-        }
-        child.wait().unwrap();
-    }
-    assert!(kills >= 3, "the kills must land mid-run (only {kills} did)");
+            .args(["--model", "digits"]);
+        ingest
+    });
+    assert!(
+        kills >= 3,
+        "the kills must land mid-run (only {kills} did; a whole run took {whole:?})"
+    );
     let (code, r) = ingest(&root, &crashed, &[]);
     assert_eq!(code, Some(0), "{r}");
     let got = contents(&crashed);

@@ -192,3 +192,33 @@ pub fn assert_same_records(
         assert!(diff < 1e-4, "embedding of {name} differs by {diff}");
     }
 }
+
+/// Starts `command` once per fraction, SIGKILLs it after that fraction of
+/// `whole` (this machine's own uninterrupted run, measured by the caller),
+/// and returns how many of the kills landed before the run finished.
+///
+/// Delays scale with the measured run because fixed ones stop landing once
+/// the command gets faster. Each rerun resumes where the last one was
+/// killed, so fractions adding up to about one whole run keep the later
+/// kills mid-run too.
+pub fn kill_at_fractions(
+    whole: std::time::Duration,
+    fractions: &[f64],
+    mut command: impl FnMut() -> Command,
+) -> usize {
+    let mut kills = 0;
+    for &fraction in fractions {
+        let mut child = command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole.mul_f64(fraction));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    kills
+}
