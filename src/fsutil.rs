@@ -76,6 +76,17 @@ pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
+/// Bytes the files under `dir` hold (what cannot be read counts nothing).
+pub fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Serializes a path as text, replacing bytes that are not UTF-8, so JSON
 /// output never fails on an odd file name (serde refuses such a `PathBuf`).
 pub fn serialize_lossy<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {

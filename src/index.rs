@@ -306,9 +306,23 @@ impl Index {
         Ok(live)
     }
 
+    /// Closes the index and rewrites its store into a fresh database,
+    /// giving back the space sled keeps for overwritten and dropped data
+    /// ([`Store::rewrite`]). Ids and counters are kept, so the derived
+    /// files need no change.
+    pub fn rewrite_store(self) -> Result<crate::store::Rewritten, IndexError> {
+        let Self {
+            dir, store, ann, ..
+        } = self;
+        // The graph and flat file are closed first: nothing may write
+        // after the copy is taken.
+        drop(ann);
+        Ok(store.rewrite(&dir.join("db"))?)
+    }
+
     /// Bytes the index folder takes on disk.
     pub fn bytes_on_disk(&self) -> u64 {
-        dir_size(&self.dir)
+        crate::fsutil::dir_size(&self.dir)
     }
 
     /// Records an ingested root (what `reindex` re-ingests), marking the
@@ -479,7 +493,7 @@ fn file_sizes(dir: &Path) -> Vec<FileSize> {
             if kind.is_dir() {
                 Some(FileSize {
                     name: format!("{name}/"),
-                    bytes: dir_size(&entry.path()),
+                    bytes: crate::fsutil::dir_size(&entry.path()),
                 })
             } else {
                 let bytes = entry.metadata().ok().filter(|m| m.is_file())?.len();
@@ -489,16 +503,6 @@ fn file_sizes(dir: &Path) -> Vec<FileSize> {
         .collect();
     files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
     files
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 // `serve` shares one open index between threads.

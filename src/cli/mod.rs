@@ -86,7 +86,9 @@ enum Command {
     Status(args::IndexOnly),
     /// Re-embed every image of an index with another model (re-ingests its roots).
     Reindex(reindex::Args),
-    /// Rebuild the HNSW graph without the tombstones of removed images.
+    /// Rebuild the HNSW graph without the tombstones of removed images, and
+    /// rewrite the database to give back the space of overwritten and
+    /// dropped data (after many removals, or an upgrade that migrated it).
     Compact(args::IndexOnly),
     /// Print the latent vector (embedding) of each image; with --out, embed
     /// one shard of a collection into a Parquet file (for many machines).

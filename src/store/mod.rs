@@ -24,8 +24,10 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 mod migrate;
+mod rewrite;
 mod tx;
 mod value;
+pub use rewrite::Rewritten;
 use tx::{tx_error, Tally, TxTrees};
 
 /// Current schema; [`migrate`] lifts older stores to it.
@@ -54,6 +56,13 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: u32 },
     #[error("the disk holding {path} is full; free some space and run the same command again (nothing was lost)")]
     NoSpace { path: PathBuf },
+    #[error("cannot rewrite the index database at {path}: {error}")]
+    Rewrite {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the file system holding {path} cannot swap two folders in one step, so its database was not rewritten (nothing changed)")]
+    CannotSwap { path: PathBuf },
     #[error("index database error: {0}")]
     Db(#[from] sled::Error),
     #[error("corrupt record {id}: {message}")]
@@ -277,6 +286,8 @@ impl Store {
             }
             opened => opened?,
         };
+        // Only now, holding sled's lock on `dir`: see `rewrite`.
+        rewrite::remove_leftover(dir)?;
         let store = Self {
             meta: db.open_tree("meta")?,
             records: db.open_tree("records")?,

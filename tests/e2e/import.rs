@@ -286,3 +286,51 @@ fn kill_9_during_import_then_rerun_equals_an_uninterrupted_import() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("3 hits are not on this machine"), "{err}");
 }
+
+#[test]
+fn kill_9_during_compact_leaves_the_index_whole_and_a_rerun_compacts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = tmp.path().join("big.parquet");
+    synthetic_shard(&shard, 20_000);
+    let index = tmp.path().join("idx");
+    import_ok(&[&shard], &index);
+    let export = || crate::common::export_csv(&index);
+    let before = export();
+    let compact = || {
+        let mut compact = bin();
+        compact.args(["compact", "--json", "--index"]).arg(&index);
+        compact
+    };
+    let started = Instant::now();
+    assert_eq!(json_of(&run_ok(&mut compact()))["store_rewritten"], true);
+    let whole = started.elapsed();
+
+    // A compaction starts over each time, so the kills may land anywhere
+    // in it: the graph's rebuild, the copy of the database, the swap.
+    let kills = kill_at_fractions(whole, &[0.1, 0.3, 0.5, 0.7, 0.85, 0.95], compact);
+    assert!(
+        kills >= 3,
+        "the kills must land mid-run (only {kills} did; a whole compact took {whole:?})"
+    );
+    // Whatever a kill left, the next open sees the whole index (and
+    // removes a copy left beside the database).
+    assert_eq!(export(), before);
+    assert!(!index.join("db.rewrite").exists());
+    let report = json_of(&run_ok(&mut compact()));
+    assert_eq!(report["points"], 20_000, "{report}");
+    assert_eq!(export(), before);
+    let after = status(&index);
+    assert_eq!(
+        (
+            &after["images"],
+            &after["graph_points"],
+            &after["flat_rows"]
+        ),
+        (
+            &Value::from(20_000),
+            &Value::from(20_000),
+            &Value::from(20_000)
+        ),
+        "{after}"
+    );
+}

@@ -144,6 +144,17 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     out
 }
 
+/// What `imgsearch export --format csv` prints of `index`: every live
+/// record, through the binary (so it opens the store as any command does).
+pub fn export_csv(index: &std::path::Path) -> Vec<u8> {
+    run_ok(
+        bin()
+            .args(["export", "--format", "csv", "--index"])
+            .arg(index),
+    )
+    .stdout
+}
+
 /// Path → (label, embedding) of every live record, after checking that the
 /// flat file and the graph hold exactly the live records.
 pub fn records(
