@@ -106,6 +106,12 @@ pub fn is_disk_full(err: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<imgsearch::store::StoreError>()
                 .is_some_and(imgsearch::store::StoreError::is_disk_full)
+            // `IndexError::Store` is transparent: the chain goes from it
+            // straight to sled's error, which names no cause of its own.
+            || matches!(
+                cause.downcast_ref::<imgsearch::index::IndexError>(),
+                Some(imgsearch::index::IndexError::Store(store)) if store.is_disk_full()
+            )
     })
 }
 
@@ -150,6 +156,10 @@ mod tests {
                 io::Error::from(io::ErrorKind::StorageFull)
             )
         );
+        assert!(is_disk_full(&err));
+        // A sled write that met a full disk, as an index passes it on.
+        let sled_full = sled::Error::Io(io::Error::from(io::ErrorKind::StorageFull));
+        let err = anyhow::Error::from(imgsearch::index::IndexError::Store(sled_full.into()));
         assert!(is_disk_full(&err));
         let plain = anyhow::anyhow!("no index").context("opening");
         assert_eq!(error_line(&plain), "opening: no index");

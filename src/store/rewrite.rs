@@ -99,6 +99,7 @@ impl Store {
     /// at `copy_dir`, flushed and closed when this returns.
     fn copy_into(&self, copy_dir: &Path) -> Result<(), StoreError> {
         let copy = open_db(copy_dir)?;
+        // The copy is where a full disk shows, and the error names it.
         let no_space = |error: sled::Error| match &error {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 StoreError::NoSpace {
