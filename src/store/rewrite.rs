@@ -99,21 +99,10 @@ impl Store {
     /// at `copy_dir`, flushed and closed when this returns.
     fn copy_into(&self, copy_dir: &Path) -> Result<(), StoreError> {
         let copy = open_db(copy_dir)?;
-        // The copy is where a full disk shows, and the error names it.
-        let no_space = |error: sled::Error| match &error {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                StoreError::NoSpace {
-                    path: copy_dir.to_path_buf(),
-                }
-            }
-            _ => StoreError::Db(error),
-        };
         for name in self.db.tree_names() {
-            let from = self.db.open_tree(&name)?;
-            let to = copy.open_tree(&name).map_err(no_space)?;
-            copy_tree(&from, &to).map_err(no_space)?;
+            copy_tree(&self.db.open_tree(&name)?, &copy.open_tree(&name)?)?;
         }
-        copy.flush().map_err(no_space)?;
+        copy.flush()?;
         Ok(())
     }
 }

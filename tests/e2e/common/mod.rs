@@ -204,19 +204,20 @@ pub fn assert_same_records(
     }
 }
 
-/// Starts `command` once per fraction, SIGKILLs it after that fraction of
-/// `whole` (this machine's own uninterrupted run, measured by the caller),
-/// and returns how many of the kills landed before the run finished.
+/// Starts `command` once per fraction and SIGKILLs it after that fraction
+/// of `whole` (this machine's own uninterrupted run, measured by the
+/// caller); panics unless at least half the kills land before the run
+/// finishes.
 ///
 /// Delays scale with the measured run because fixed ones stop landing once
-/// the command gets faster. Each rerun resumes where the last one was
-/// killed, so fractions adding up to about one whole run keep the later
-/// kills mid-run too.
+/// the command gets faster. A rerun that resumes where the last one was
+/// killed needs fractions adding up to about one whole run, to keep the
+/// later kills mid-run too.
 pub fn kill_at_fractions(
     whole: std::time::Duration,
     fractions: &[f64],
     mut command: impl FnMut() -> Command,
-) -> usize {
+) {
     let mut kills = 0;
     for &fraction in fractions {
         let mut child = command()
@@ -231,5 +232,8 @@ pub fn kill_at_fractions(
         }
         child.wait().unwrap();
     }
-    kills
+    assert!(
+        kills * 2 >= fractions.len(),
+        "the kills must land mid-run (only {kills} did; a whole run took {whole:?})"
+    );
 }
